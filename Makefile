@@ -1,0 +1,46 @@
+# Two commands on a fresh machine with only python3 and make:
+#   make demo   create .venv, install the project, load a workflow from the built-in sandbox
+#   make test   create .venv with the dev extras, lint, run the suite (pandas 3), then the
+#               pandas 2.2 compatibility run in .venv-pandas22
+PYTHON ?= python3
+VENV := .venv
+VENV22 := .venv-pandas22
+PIP_FLAGS := --quiet --disable-pip-version-check
+
+.PHONY: demo test lint test-main test-pandas22 clean
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/eachlabs-loader demo
+
+test: lint test-main test-pandas22
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check eachlabs_loader tests
+
+test-main: $(VENV)/.installed-dev
+	$(VENV)/bin/python -m pytest
+
+# The same suite on the oldest pandas we support.
+test-pandas22: $(VENV22)/.installed
+	$(VENV22)/bin/python -m pytest -q -p no:cacheprovider
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
+
+$(VENV)/.installed: pyproject.toml $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+$(VENV22)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV22)
+	$(VENV22)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV22)/bin/python -m pip install $(PIP_FLAGS) -e '.[dev]' 'pandas>=2.2,<2.3'
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(VENV22) demo-lake .pytest_cache

@@ -1,0 +1,54 @@
+"""eachlabs_loader: Eachlabs workflow executions into pandas, exactly once and typed.
+
+The front door is ``load_executions``; ``EachlabsClient`` reuses connections and pages lazily.
+"""
+
+from .config import DEFAULT_BASE_URL, Settings, resolve_settings
+from .errors import (
+    APIError,
+    AuthenticationError,
+    EachlabsError,
+    EachlabsWarning,
+    InvalidRequestError,
+    InvalidResponseError,
+    PaginationError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    UnparseableTimestampWarning,
+    WorkflowNotFoundError,
+)
+from .loader import fetch_executions, load_executions
+from .pagination import Page
+from .retry import RetryPolicy
+from .schema import COLUMNS, CORE_COLUMNS, normalize_executions
+from .transport import EachlabsClient
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COLUMNS",
+    "CORE_COLUMNS",
+    "DEFAULT_BASE_URL",
+    "APIError",
+    "AuthenticationError",
+    "EachlabsClient",
+    "EachlabsError",
+    "EachlabsWarning",
+    "InvalidRequestError",
+    "InvalidResponseError",
+    "Page",
+    "PaginationError",
+    "RateLimitError",
+    "RetryPolicy",
+    "ServerError",
+    "Settings",
+    "TransportError",
+    "UnparseableTimestampWarning",
+    "WorkflowNotFoundError",
+    "__version__",
+    "fetch_executions",
+    "load_executions",
+    "normalize_executions",
+    "resolve_settings",
+]

@@ -1,0 +1,121 @@
+"""The exception tree: every error the loader raises derives from ``EachlabsError``.
+
+This module imports nothing from the package, so every other module can use it::
+
+    EachlabsError                          root: ``except EachlabsError`` catches all of ours
+    ├── InvalidRequestError (+ValueError)  bad input or setting, raised before any request; also 400
+    ├── AuthenticationError                401, 403, or no API key at all
+    ├── WorkflowNotFoundError              404: unknown workflow id or slug
+    └── APIError                           the API failed us: an error status, or retries ran out
+        ├── RateLimitError                 429; ``retry_after`` in seconds or None      [retryable]
+        ├── ServerError                    500/502/503/504, HTML gateway pages          [retryable]
+        ├── TransportError                 timeout, refused or dropped connection       [retryable]
+        │   └── InvalidResponseError       a 200 whose body is not the expected JSON    [retryable]
+        └── PaginationError                the server keeps serving rows already seen
+
+Whether to retry is the class attribute ``retryable``: the retry policy reads nothing else.
+When retries run out the last error is raised as is, so ``except APIError`` catches
+"the API or the network failed after retries".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EachlabsError(Exception):
+    """Base class of every error raised by eachlabs_loader.
+
+    The message already names the workflow, offset and HTTP status where they are known;
+    the attributes repeat them for code that handles errors.
+    """
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        workflow_id: str | None = None,
+        offset: int | None = None,
+        status_code: int | None = None,
+        api_message: str | None = None,
+        code: str | None = None,
+        details: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.workflow_id = workflow_id
+        self.offset = offset
+        self.status_code = status_code
+        self.api_message = api_message
+        self.code = code
+        self.details = details
+
+
+class InvalidRequestError(EachlabsError, ValueError):
+    """Bad input or settings (checked before any request), or an HTTP 400 from the API."""
+
+
+class AuthenticationError(EachlabsError):
+    """The API key is missing, invalid (401) or not allowed to see the workflow (403)."""
+
+
+class WorkflowNotFoundError(EachlabsError):
+    """HTTP 404: the workflow id or slug does not exist for this key."""
+
+
+class APIError(EachlabsError):
+    """The API answered with an unexpected error status, or a retryable failure persisted."""
+
+
+class RateLimitError(APIError):
+    """HTTP 429: an account concurrency cap; ``retry_after`` is the server's hint in seconds."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ServerError(APIError):
+    """HTTP 500/502/503/504: server or gateway trouble, usually transient."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class TransportError(APIError):
+    """The exchange failed below HTTP semantics: timeout, refused or dropped connection."""
+
+    retryable = True
+
+
+class InvalidResponseError(TransportError):
+    """A success status whose body is not the expected JSON (HTML, truncated, wrong shape)."""
+
+
+class PaginationError(APIError):
+    """Paging cannot make progress: the server keeps returning full pages of rows already seen."""
+
+
+def describe_location(workflow_id: str | None, offset: int | None) -> str:
+    """``workflow 'x' at offset 200``: the prefix every request-level message starts with."""
+    parts = []
+    if workflow_id is not None:
+        parts.append(f"workflow {workflow_id!r}")
+    if offset is not None:
+        parts.append(f"at offset {offset}")
+    return " ".join(parts) or "request"
+
+
+class EachlabsWarning(UserWarning):
+    """Base class of the warnings eachlabs_loader emits about the data it loads."""
+
+
+class UnparseableTimestampWarning(EachlabsWarning):
+    """Some timestamp values could not be parsed and became NaT."""

@@ -1,0 +1,434 @@
+"""A real HTTP server on loopback that imitates the Eachlabs list-executions API.
+
+Stdlib only (``ThreadingHTTPServer``); it pages with its own code and never imports the
+loader's, so the two can disagree and the tests will notice. Serves
+``GET {/api/v1|/v1}/workflows/{id-or-slug}/executions`` with either auth header, the API's
+400/401/404 bodies, both response variants, live head inserts, latency and injected faults,
+and keeps a log of every request for assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from .data import Workflow, bulk_indices, make_execution, make_workflow
+from .faults import DEFAULT_MESSAGES, Fault, FaultPlan
+
+DEMO_API_KEY = "sandbox-demo-key"
+VARIANTS = ("offset", "limit", "next_offset")
+PREFIXES = ("/api/v1", "/v1")
+_UUID_SHAPE = (8, 4, 4, 4, 12)
+
+
+@dataclass
+class RequestRecord:
+    """What the sandbox saw of one request (and what it answered)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    workflow: str | None = None
+    offset: int | None = None
+    limit: int | None = None
+    status: int | None = None
+    fault: str | None = None
+    time: float = field(default_factory=time.monotonic)
+
+
+class Sandbox:
+    """The fake API. Use as a context manager; ``base_url`` is ready inside the block.
+
+    Args:
+        workflows: how many workflows exist (each with a UUID, a slug and a name).
+        rows: executions per workflow: one number for all, or ``{id or slug: number}``.
+        seed: makes every id, status and timestamp reproducible.
+        latency_ms: added to every request.
+        api_key: the only key accepted (as ``X-API-Key`` or ``Authorization: Bearer``).
+        variant: ``offset`` (the seed's page, ``offset`` = next start), ``limit`` (the vendor's
+            schema) or ``next_offset`` (``offset`` only when the page came back full).
+        total_count_cap: report at most this ``total_count`` (the vendor's capped counts).
+        inserts_per_request: new executions added at the head before each list request.
+        timestamp_variety: mix the timestamp forms a real service sends (else only ``...Z``).
+        extra_fields: fields added to every row (to exercise unknown-field handling).
+
+    Example:
+        >>> with Sandbox(rows=120) as sandbox:
+        ...     url, key = sandbox.base_url, sandbox.api_key
+    """
+
+    def __init__(
+        self,
+        *,
+        workflows: int = 3,
+        rows: int | Mapping[str, int] = 250,
+        seed: int = 0,
+        latency_ms: float = 0.0,
+        api_key: str = DEMO_API_KEY,
+        variant: str = "offset",
+        total_count_cap: int | None = None,
+        inserts_per_request: int = 0,
+        timestamp_variety: bool = True,
+        extra_fields: Mapping[str, Any] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}")
+        self.seed = seed
+        self.latency_ms = latency_ms
+        self.api_key = api_key
+        self.variant = variant
+        self.total_count_cap = total_count_cap
+        self.inserts_per_request = inserts_per_request
+        self.timestamp_variety = timestamp_variety
+        self.extra_fields = dict(extra_fields or {})
+        self.faults = FaultPlan()
+        self.workflows = [make_workflow(seed, n) for n in range(workflows)]
+        self._by_key = {k: w for w in self.workflows for k in (w.id, w.slug)}
+        self._counts = {w.number: self._initial_rows(w, rows) for w in self.workflows}
+        self._log: list[RequestRecord] = []
+        self._lock = threading.Lock()
+        self._host, self._port = host, port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Sandbox:
+        """Bind and serve in a daemon thread (idempotent)."""
+        if self._server is None:
+            self._server = _Server((self._host, self._port), _make_handler(self))
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="eachlabs-sandbox",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the sandbox is not running; call start() or use `with`")
+        return int(self._server.server_address[1])
+
+    @property
+    def origin(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The API root under the seed's prefix, ``/api/v1``."""
+        return self.origin + "/api/v1"
+
+    # -- data ------------------------------------------------------------------------------
+
+    def workflow(self, key: str) -> Workflow:
+        """A workflow by UUID or slug."""
+        return self._by_key[key]
+
+    def count(self, key: str) -> int:
+        with self._lock:
+            return self._counts[self.workflow(key).number]
+
+    def insert(self, key: str, n: int) -> None:
+        """Add ``n`` new executions at the head of the list, as new triggers would."""
+        with self._lock:
+            self._counts[self.workflow(key).number] += n
+
+    def rows(self, key: str, bulk_id: str | None = None) -> list[dict[str, Any]]:
+        """Every execution the list would serve now, newest first."""
+        workflow = self.workflow(key)
+        indices = self._indices(workflow, bulk_id, self.count(key))
+        return [self._row(workflow, k) for k in indices]
+
+    def expected_ids(self, key: str, bulk_id: str | None = None) -> list[str]:
+        return [row["execution_id"] for row in self.rows(key, bulk_id)]
+
+    # -- request log -----------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self._lock:
+            return list(self._log)
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    def add_fault(self, kind: str, **kwargs: Any) -> Fault:
+        """Inject a fault (see ``faults.Fault`` for the arguments)."""
+        return self.faults.add(Fault(kind, **kwargs))
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _initial_rows(self, workflow: Workflow, rows: int | Mapping[str, int]) -> int:
+        if isinstance(rows, int):
+            return rows
+        return int(rows.get(workflow.id, rows.get(workflow.slug, 0)))
+
+    def _record(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._log.append(record)
+
+    def _indices(self, workflow: Workflow, bulk_id: str | None, count: int) -> list[int]:
+        if bulk_id is None:
+            return list(range(count - 1, -1, -1))
+        return bulk_indices(workflow, bulk_id, count)[::-1]
+
+    def _row(self, workflow: Workflow, index: int) -> dict[str, Any]:
+        row = make_execution(self.seed, workflow, index, timestamp_variety=self.timestamp_variety)
+        row.update(self.extra_fields)
+        return row
+
+    def _page(
+        self, workflow: Workflow, offset: int, limit: int, bulk_id: str | None
+    ) -> tuple[list[dict[str, Any]], int]:
+        with self._lock:
+            self._counts[workflow.number] += self.inserts_per_request
+            count = self._counts[workflow.number]
+        if bulk_id is None:
+            total = count
+            top = count - 1 - offset
+            indices = range(top, max(top - limit, -1), -1)
+        else:
+            matching = self._indices(workflow, bulk_id, count)
+            total, indices = len(matching), matching[offset : offset + limit]
+        return [self._row(workflow, k) for k in indices], total
+
+    def _page_body(
+        self, rows: list[dict[str, Any]], total: int, offset: int, limit: int
+    ) -> dict[str, Any]:
+        if self.total_count_cap is not None:
+            total = min(total, self.total_count_cap)
+        body: dict[str, Any] = {"executions": rows}
+        if self.variant == "offset":
+            body["offset"] = offset + len(rows)
+        elif self.variant == "limit":
+            body["limit"] = limit
+        elif len(rows) == limit:
+            body["offset"] = offset + limit
+        body["total_count"] = total
+        return body
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (a timeout test, a dropped connection) is not an error."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
+def _is_uuid(value: str) -> bool:
+    groups = value.split("-")
+    return [len(g) for g in groups] == list(_UUID_SHAPE) and all(
+        c in "0123456789abcdefABCDEF" for g in groups for c in g
+    )
+
+
+def _make_handler(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
+    class Handler(_Handler):
+        pass
+
+    Handler.sandbox = sandbox
+    return Handler
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "eachlabs-sandbox"
+    wbufsize = 1 << 16  # one send per response: no Nagle/delayed-ACK stall on keep-alive
+    disable_nagle_algorithm = True
+    sandbox: Sandbox
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the request log replaces stderr noise
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        record = RequestRecord("GET", self.path, query, dict(self.headers.items()))
+        self.sandbox._record(record)
+        if self.sandbox.latency_ms:
+            time.sleep(self.sandbox.latency_ms / 1000)
+        self._serve(parts.path, query, record)
+
+    def _serve(self, path: str, query: dict[str, str], record: RequestRecord) -> None:
+        sandbox = self.sandbox
+        if not self._authorized():
+            return self._json(record, 401, {"error": "Invalid or missing API key"})
+        segments = self._route(path)
+        if segments is None:
+            return self._json(record, 404, {"error": "not found", "code": "NOT_FOUND"})
+        record.workflow = workflow_key = unquote(segments)
+        workflow = sandbox._by_key.get(workflow_key)
+        try:
+            record.offset = offset = int(query.get("offset", "0"))
+            record.limit = limit = int(query.get("limit", "50"))
+        except ValueError:
+            return self._json(record, 400, {"error": "offset and limit must be integers"})
+        keys = (workflow.id, workflow.slug) if workflow else (workflow_key,)
+        fault = sandbox.faults.take(keys, offset)
+        if fault is not None:
+            record.fault = fault.kind
+            if self._replace(fault, record):
+                return
+        if workflow is None:
+            return self._json(record, 404, {"error": "workflow not found", "code": "NOT_FOUND"})
+        if offset < 0 or not 1 <= limit <= 100:
+            return self._json(record, 400, {"error": "limit must be 1-100 and offset >= 0"})
+        bulk_id = query.get("bulk_id")
+        if bulk_id is not None and not _is_uuid(bulk_id):
+            return self._json(record, 400, {"error": "invalid bulk_id format"})
+        rows, total = sandbox._page(workflow, offset, limit, bulk_id)
+        if fault is not None:
+            rows = self._mutate(fault, rows, workflow, limit, bulk_id)
+        self._json(record, 200, sandbox._page_body(rows, total, offset, limit))
+
+    def _authorized(self) -> bool:
+        key = self.sandbox.api_key
+        return (
+            self.headers.get("X-API-Key") == key
+            or self.headers.get("Authorization") == f"Bearer {key}"
+        )
+
+    def _route(self, path: str) -> str | None:
+        """The raw workflow segment of a list-executions path, or None."""
+        for prefix in PREFIXES:
+            if path.startswith(prefix + "/"):
+                segments = path[len(prefix) + 1 :].split("/")
+                if (
+                    len(segments) == 3
+                    and segments[0] == "workflows"
+                    and segments[2] == "executions"
+                ):
+                    return segments[1] or None
+        return None
+
+    def _replace(self, fault: Fault, record: RequestRecord) -> bool:
+        """Answer instead of the page; False for faults that alter the page instead."""
+        kind = fault.kind
+        if kind == "status":
+            status = fault.status or 503
+            body = (
+                fault.body
+                if fault.body is not None
+                else {"error": DEFAULT_MESSAGES.get(status, "error")}
+            )
+            self._json(record, status, body, retry_after=fault.retry_after)
+        elif kind == "html":
+            page = fault.body or "<html><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>"
+            self._send(record, fault.status or 200, page.encode(), "text/html", fault.retry_after)
+        elif kind == "truncated":
+            data = json.dumps(self._sample_body()).encode()
+            self._send(record, 200, data[: len(data) // 2], "application/json")
+        elif kind == "short_read":
+            data = json.dumps(self._sample_body()).encode()
+            record.status = 200
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data) + 1000))
+            self.end_headers()
+            self.wfile.write(data)
+            self.close_connection = True
+        elif kind == "empty":
+            self._send(record, 200, b"", "application/json")
+        elif kind == "drop":
+            self.close_connection = True
+        elif kind == "redirect":
+            record.status = fault.status or 302
+            self.send_response(record.status)
+            self.send_header("Location", fault.location or "/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif kind == "wrong_shape":
+            self._json(record, 200, fault.body if fault.body is not None else {"data": []})
+        elif kind == "slow":
+            time.sleep(fault.delay_s)
+            return False
+        else:
+            return False
+        return True
+
+    def _mutate(
+        self,
+        fault: Fault,
+        rows: list[dict[str, Any]],
+        workflow: Workflow,
+        limit: int,
+        bulk_id: str | None,
+    ) -> list[dict[str, Any]]:
+        if fault.kind == "repeat":
+            first, _ = self.sandbox._page(workflow, 0, limit, bulk_id)
+            return first
+        if fault.kind == "extra_rows":
+            top = rows[-1] if rows else None
+            return (
+                rows
+                + [
+                    dict(top, execution_id=f"{top['execution_id']}-x{i}")
+                    for i in range(fault.extra)
+                ]
+                if top
+                else rows
+            )
+        if fault.kind == "missing_id" and rows:
+            rows[0] = {k: v for k, v in rows[0].items() if k != "execution_id"}
+        return rows
+
+    def _sample_body(self) -> dict[str, Any]:
+        workflow = self.sandbox.workflows[0]
+        return {"executions": [self.sandbox._row(workflow, 0)], "total_count": 1}
+
+    def _json(
+        self, record: RequestRecord, status: int, body: Any, retry_after: str | None = None
+    ) -> None:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        self._send(record, status, data, "application/json", retry_after)
+
+    def _send(
+        self,
+        record: RequestRecord,
+        status: int,
+        data: bytes,
+        content_type: str,
+        retry_after: str | None = None,
+    ) -> None:
+        record.status = status
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        if retry_after is not None:
+            self.send_header("Retry-After", retry_after)
+        self.end_headers()
+        self.wfile.write(data)

@@ -1,0 +1,358 @@
+"""EachlabsClient: the one place that speaks HTTP.
+
+It owns the ``requests.Session``, the auth headers, timeouts and redirects, and turns one
+exchange into decoded JSON or one of our exceptions (``requests`` errors are converted here
+and nowhere else). Every call goes through the retry policy. Imports ``config``, ``retry``,
+``pagination`` (for the page shape) and ``errors``; ``requests`` enters the package here only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote, urljoin, urlsplit
+
+import requests
+
+from .config import Settings
+from .errors import (
+    APIError,
+    AuthenticationError,
+    EachlabsError,
+    InvalidRequestError,
+    InvalidResponseError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    WorkflowNotFoundError,
+    describe_location,
+)
+from .pagination import Page, iter_pages, parse_executions_page
+from .retry import RetryPolicy, parse_retry_after
+
+logger = logging.getLogger("eachlabs_loader")
+
+T = TypeVar("T")
+
+USER_AGENT = "eachlabs-loader"
+MAX_REDIRECTS = 5
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
+_MAX_MESSAGE_CHARS = 300
+
+
+@dataclass
+class ClientStats:
+    """Counters a load reports: HTTP requests sent and retries made."""
+
+    requests: int = 0
+    retries: int = 0
+
+
+class _ApiKeyAuth(requests.auth.AuthBase):
+    """Sends the key the way both documented hosts accept it; its repr hides the key."""
+
+    def __init__(self, api_key: str) -> None:
+        self._api_key = api_key
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["X-API-Key"] = self._api_key
+        request.headers["Authorization"] = f"Bearer {self._api_key}"
+        return request
+
+    def __repr__(self) -> str:
+        return "_ApiKeyAuth('***')"
+
+
+class EachlabsClient:
+    """A connection-reusing client for the list-executions endpoint.
+
+    Args:
+        settings: resolved ``Settings`` (see ``resolve_settings``).
+        session: a ``requests.Session`` to use (proxies, adapters); the client closes only
+            a session it created itself.
+        retry_policy: overrides the policy built from ``settings.max_retries``.
+
+    Example:
+        >>> with EachlabsClient(settings) as client:          # doctest: +SKIP
+        ...     for page in client.iter_pages("my-workflow"):
+        ...         print(page.offset, len(page.rows))
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        session: requests.Session | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.retry_policy = retry_policy or RetryPolicy(max_retries=settings.max_retries)
+        self.stats = ClientStats()
+        self._owns_session = session is None
+        self._session = session if session is not None else requests.Session()
+        self._auth = _ApiKeyAuth(settings.api_key)
+        self._origin = _origin(settings.base_url)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"EachlabsClient(base_url={self.settings.base_url!r})"
+
+    def __enter__(self) -> EachlabsClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the session if this client created it."""
+        if self._owns_session:
+            self._session.close()
+
+    def executions_url(self, workflow_id: str) -> str:
+        """The list URL; the id travels as exactly one path segment."""
+        return f"{self.settings.base_url}/workflows/{quote(workflow_id, safe='')}/executions"
+
+    def fetch_executions_page(
+        self, workflow_id: str, *, offset: int, limit: int, bulk_id: str | None = None
+    ) -> Page:
+        """One page of executions, retried per the policy."""
+        params: dict[str, str | int] = {"offset": offset, "limit": limit}
+        if bulk_id is not None:
+            params["bulk_id"] = bulk_id
+        return self.get_json(
+            self.executions_url(workflow_id),
+            params,
+            parse=lambda body: parse_executions_page(body, offset=offset, limit=limit),
+            workflow_id=workflow_id,
+            offset=offset,
+        )
+
+    def iter_pages(
+        self,
+        workflow_id: str,
+        bulk_id: str | None = None,
+        *,
+        page_size: int | None = None,
+        start_offset: int = 0,
+    ) -> Iterator[Page]:
+        """Pages lazily, from ``start_offset`` to the first short or empty page."""
+        limit = page_size or self.settings.page_size
+        yield from iter_pages(
+            lambda offset: self.fetch_executions_page(
+                workflow_id, offset=offset, limit=limit, bulk_id=bulk_id
+            ),
+            limit=limit,
+            start_offset=start_offset,
+            workflow_id=workflow_id,
+        )
+
+    def get_json(
+        self,
+        url: str,
+        params: dict[str, str | int],
+        *,
+        parse: Callable[[Any], T],
+        workflow_id: str | None = None,
+        offset: int | None = None,
+    ) -> T:
+        """GET ``url`` and ``parse`` its JSON, retrying what is transient (bad bodies included)."""
+
+        def attempt() -> T:
+            body = self._exchange(url, params, workflow_id=workflow_id, offset=offset)
+            try:
+                return parse(body)
+            except InvalidResponseError as exc:
+                raise self._error(InvalidResponseError, exc.message, workflow_id, offset) from None
+
+        return self.retry_policy.call(attempt, on_retry=self._count_retry)
+
+    def _count_retry(self, exc: BaseException, wait_s: float) -> None:
+        with self._lock:
+            self.stats.retries += 1
+
+    def _exchange(
+        self, url: str, params: dict[str, str | int], *, workflow_id: str | None, offset: int | None
+    ) -> Any:
+        """One request (plus same-origin redirects) -> decoded JSON, or raise."""
+        response = self._send(url, params, workflow_id=workflow_id, offset=offset)
+        if response.status_code >= 300:
+            raise self._status_error(response, workflow_id, offset)
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise self._error(
+                InvalidResponseError,
+                f"HTTP {response.status_code} with a body that is not JSON ({_snippet(response)})",
+                workflow_id,
+                offset,
+                status_code=response.status_code,
+            ) from None
+
+    def _send(
+        self,
+        url: str,
+        params: dict[str, str | int] | None,
+        *,
+        workflow_id: str | None,
+        offset: int | None,
+    ) -> requests.Response:
+        for _ in range(MAX_REDIRECTS + 1):
+            with self._lock:
+                self.stats.requests += 1
+            try:
+                response = self._session.get(
+                    url,
+                    params=params,
+                    auth=self._auth,
+                    timeout=self.settings.timeout,
+                    allow_redirects=False,
+                    headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+                )
+            except requests.exceptions.Timeout as exc:
+                raise self._error(
+                    TransportError, f"timed out ({exc.__class__.__name__})", workflow_id, offset
+                ) from exc
+            except (
+                requests.exceptions.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ) as exc:
+                raise self._error(
+                    TransportError, f"connection failed: {exc}", workflow_id, offset
+                ) from exc
+            except requests.exceptions.RequestException as exc:
+                raise self._error(APIError, f"request failed: {exc}", workflow_id, offset) from exc
+            if response.status_code not in _REDIRECT_STATUSES or "location" not in response.headers:
+                return response
+            url, params = self._redirect_target(response, workflow_id, offset), None
+        raise self._error(APIError, f"more than {MAX_REDIRECTS} redirects", workflow_id, offset)
+
+    def _redirect_target(
+        self, response: requests.Response, workflow_id: str | None, offset: int | None
+    ) -> str:
+        """Follow a redirect only within the API's origin: the key must not go anywhere else."""
+        target = urljoin(response.url, response.headers["location"])
+        if _origin(target) != self._origin:
+            raise self._error(
+                APIError,
+                f"HTTP {response.status_code} redirect to another origin "
+                f"({_origin_text(target)}) refused: the API key would be sent there; "
+                "if that host is trusted, set base_url to it",
+                workflow_id,
+                offset,
+                status_code=response.status_code,
+            )
+        return target
+
+    def _status_error(
+        self, response: requests.Response, workflow_id: str | None, offset: int | None
+    ) -> EachlabsError:
+        status = response.status_code
+        api_message, code, details = _error_fields(response)
+        text = f"HTTP {status}: {api_message}"
+        if code:
+            text += f" (code {code})"
+        if details not in (None, "", {}, []):
+            text += f"; details: {_compact(details)}"
+        kwargs: dict[str, Any] = {
+            "status_code": status,
+            "api_message": self._redact(api_message),
+            "code": code,
+            "details": self._redact_obj(details),
+        }
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if status == 400:
+            return self._error(InvalidRequestError, text, workflow_id, offset, **kwargs)
+        if status in (401, 403):
+            return self._error(AuthenticationError, text, workflow_id, offset, **kwargs)
+        if status == 404:
+            return self._error(WorkflowNotFoundError, text, workflow_id, offset, **kwargs)
+        if status == 429:
+            return self._error(
+                RateLimitError, text, workflow_id, offset, retry_after=retry_after, **kwargs
+            )
+        if status in _RETRYABLE_STATUSES:
+            return self._error(
+                ServerError, text, workflow_id, offset, retry_after=retry_after, **kwargs
+            )
+        return self._error(APIError, text, workflow_id, offset, **kwargs)
+
+    def _error(
+        self,
+        cls: type[EachlabsError],
+        text: str,
+        workflow_id: str | None,
+        offset: int | None,
+        **kwargs: Any,
+    ) -> EachlabsError:
+        message = self._redact(f"{describe_location(workflow_id, offset)}: {text}")
+        return cls(message, workflow_id=workflow_id, offset=offset, **kwargs)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self.settings.api_key, "***")
+
+    def _redact_obj(self, value: Any) -> Any:
+        if value is None:
+            return None
+        dumped = json.dumps(value, ensure_ascii=False)
+        return (
+            json.loads(dumped.replace(self.settings.api_key, "***"))
+            if self.settings.api_key in dumped
+            else value
+        )
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default_port = {"http": 80, "https": 443}.get(parts.scheme)
+    return (parts.scheme, (parts.hostname or "").lower(), parts.port or default_port)
+
+
+def _origin_text(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+
+
+def _error_fields(response: requests.Response) -> tuple[str, str | None, Any]:
+    """The API's ``error``, ``code`` and ``details``, or a cleaned snippet of a non-JSON body."""
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and ("error" in body or "message" in body):
+        message = body.get("error") or body.get("message")
+        code = body.get("code")
+        return (
+            _compact(message),
+            code if isinstance(code, str) else None,
+            body.get("details"),
+        )
+    return (_snippet(response) or response.reason or "no message", None, None)
+
+
+def _snippet(response: requests.Response) -> str:
+    """A short, single-line view of a body for error messages (HTML tags dropped)."""
+    text = response.content[:2000].decode("utf-8", errors="replace")
+    text = re.sub(r"<[^>]*>", " ", text)
+    text = " ".join(text.split())
+    if not text:
+        return "empty body"
+    return text[:_MAX_MESSAGE_CHARS] + ("..." if len(text) > _MAX_MESSAGE_CHARS else "")
+
+
+def _compact(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text[:_MAX_MESSAGE_CHARS] + ("..." if len(text) > _MAX_MESSAGE_CHARS else "")

@@ -1,0 +1,140 @@
+"""Paging arithmetic and stop rules, against an in-memory list (no sockets)."""
+
+from __future__ import annotations
+
+import pytest
+
+from eachlabs_loader import InvalidResponseError, Page, PaginationError
+from eachlabs_loader.pagination import (
+    MAX_STALE_PAGES,
+    is_last_page,
+    iter_pages,
+    next_offset,
+    parse_executions_page,
+)
+
+
+class LiveList:
+    """A newest-first list that can grow at the head between requests."""
+
+    def __init__(self, n: int, *, inserts_per_request: int = 0, reported_total: int | None = None):
+        self.n = n
+        self.inserts = inserts_per_request
+        self.reported_total = reported_total
+        self.offsets: list[int] = []
+
+    def fetch(self, limit: int):
+        def fetch_page(offset: int) -> Page:
+            self.offsets.append(offset)
+            self.n += self.inserts
+            ids = [
+                f"e{k}"
+                for k in range(self.n - 1 - offset, max(self.n - 1 - offset - limit, -1), -1)
+            ]
+            total = self.n if self.reported_total is None else self.reported_total
+            return Page(offset, limit, [{"execution_id": i} for i in ids], total)
+
+        return fetch_page
+
+
+def collect(pages) -> list[str]:
+    return [row["execution_id"] for page in pages for row in page.rows]
+
+
+def test_next_offset_is_offset_sent_plus_rows_received():
+    assert next_offset(0, 100) == 100
+    assert next_offset(250, 37) == 287
+
+
+@pytest.mark.parametrize(
+    ("rows", "limit", "last"), [(0, 10, True), (9, 10, True), (10, 10, False), (12, 10, False)]
+)
+def test_short_or_empty_page_is_last(rows, limit, last):
+    assert is_last_page(rows, limit) is last
+
+
+@pytest.mark.parametrize("n", [0, 1, 9, 10, 11, 25])
+def test_every_row_once_and_one_request_per_page(n):
+    source = LiveList(n)
+    ids = collect(iter_pages(source.fetch(10), limit=10))
+    assert ids == [f"e{k}" for k in range(n - 1, -1, -1)]
+    assert source.offsets == list(range(0, n // 10 * 10 + 1, 10))
+
+
+def test_total_count_does_not_end_the_scan_when_capped():
+    source = LiveList(35, reported_total=20)
+    ids = collect(iter_pages(source.fetch(10), limit=10))
+    assert len(ids) == 35
+
+
+def test_head_inserts_give_duplicates_never_holes():
+    source = LiveList(50, inserts_per_request=3)
+    ids = collect(iter_pages(source.fetch(10), limit=10))
+    assert {f"e{k}" for k in range(50)} <= set(ids)
+    assert len(ids) > len(set(ids))  # the shift repeats rows: de-duplication is needed
+
+
+def test_more_rows_than_limit_advance_by_rows_received():
+    pages = iter(
+        [
+            Page(0, 2, [{"execution_id": "a"}, {"execution_id": "b"}, {"execution_id": "c"}], None),
+            Page(3, 2, [{"execution_id": "d"}], None),
+        ]
+    )
+    offsets: list[int] = []
+
+    def fetch(offset: int) -> Page:
+        offsets.append(offset)
+        return next(pages)
+
+    assert collect(iter_pages(fetch, limit=2)) == ["a", "b", "c", "d"]
+    assert offsets == [0, 3]
+
+
+def test_a_server_repeating_full_pages_raises_instead_of_looping():
+    calls: list[int] = []
+
+    def same_page(offset: int) -> Page:
+        calls.append(offset)
+        return Page(offset, 2, [{"execution_id": "a"}, {"execution_id": "b"}], 2)
+
+    with pytest.raises(PaginationError, match="workflow 'wf' at offset") as info:
+        collect(iter_pages(same_page, limit=2, workflow_id="wf"))
+    assert len(calls) == MAX_STALE_PAGES + 1
+    assert info.value.workflow_id == "wf"
+
+
+def test_parse_accepts_both_response_variants():
+    row = {"execution_id": "x"}
+    seed = parse_executions_page(
+        {"executions": [row], "offset": 1, "total_count": 9}, offset=0, limit=5
+    )
+    vendor = parse_executions_page(
+        {"executions": [row], "limit": 5, "total_count": 9}, offset=0, limit=5
+    )
+    assert seed == vendor == Page(0, 5, [row], 9)
+
+
+def test_parse_treats_null_executions_as_empty_and_drops_bad_totals():
+    assert parse_executions_page({"executions": None}, offset=0, limit=5).rows == []
+    for total in (-1, "12", None, True, 1.5):
+        page = parse_executions_page({"executions": [], "total_count": total}, offset=0, limit=5)
+        assert page.total_count is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        "html",
+        {"data": []},
+        {"executions": {"a": 1}},
+        {"executions": [1]},
+        {"executions": [{"flow_id": "f"}]},
+        {"executions": [{"execution_id": ""}]},
+        {"executions": [{"execution_id": 7}]},
+    ],
+)
+def test_parse_rejects_wrong_shapes(body):
+    with pytest.raises(InvalidResponseError):
+        parse_executions_page(body, offset=0, limit=5)
