@@ -13,11 +13,13 @@ from .errors import (
     InvalidResponseError,
     PaginationError,
     RateLimitError,
+    SchemaMismatchError,
     ServerError,
     TransportError,
     UnparseableTimestampWarning,
     WorkflowNotFoundError,
 )
+from .lake import LoadResult, read_executions, write_executions
 from .loader import fetch_executions, load_executions
 from .pagination import Page
 from .retry import RetryPolicy
@@ -37,10 +39,12 @@ __all__ = [
     "EachlabsWarning",
     "InvalidRequestError",
     "InvalidResponseError",
+    "LoadResult",
     "Page",
     "PaginationError",
     "RateLimitError",
     "RetryPolicy",
+    "SchemaMismatchError",
     "ServerError",
     "Settings",
     "TransportError",
@@ -50,5 +54,7 @@ __all__ = [
     "fetch_executions",
     "load_executions",
     "normalize_executions",
+    "read_executions",
     "resolve_settings",
+    "write_executions",
 ]

@@ -20,6 +20,7 @@ from .errors import (
     InvalidRequestError,
     WorkflowNotFoundError,
 )
+from .lake import read_executions
 from .loader import load_executions
 from .sandbox import Sandbox
 
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="load a workflow from the built-in sandbox API")
     demo.add_argument("--rows", type=int, default=DEMO_ROWS, help="executions in the demo workflow")
+    demo.add_argument("--out", default="demo-lake", help="where to write the Parquet lake")
     demo.set_defaults(run=_run_demo)
     sandbox = commands.add_parser("sandbox", help="serve the fake API in the foreground")
     sandbox.add_argument("--port", type=int, default=8765)
@@ -79,12 +81,22 @@ def _parser() -> argparse.ArgumentParser:
 def _run_demo(args: argparse.Namespace, out: TextIO) -> int:
     with Sandbox(rows=args.rows, latency_ms=2) as sandbox:
         workflow = sandbox.workflows[0]
-        started = time.monotonic()
-        frame = load_executions(workflow.slug, base_url=sandbox.base_url, api_key=sandbox.api_key)
-        elapsed = time.monotonic() - started
-        requests = len(sandbox.requests)
+        result = load_executions(
+            workflow.slug, base_url=sandbox.base_url, api_key=sandbox.api_key, output=args.out
+        )
+    frame = read_executions(args.out, workflow_id=workflow.id)
     print(f"workflow   {workflow.name} ({workflow.slug}, {workflow.id})", file=out)
-    print(f"loaded     {len(frame):,} executions in {requests} requests, {elapsed:.2f}s", file=out)
+    print(
+        f"loaded     {result.rows_fetched:,} executions in {result.requests} requests, "
+        f"{result.elapsed_s:.2f}s",
+        file=out,
+    )
+    print(
+        f"lake       {args.out}: {result.rows_written:,} rows written "
+        f"({result.rows_inserted:,} new, {result.rows_updated:,} updated), "
+        f"{result.files_written} files",
+        file=out,
+    )
     print(summarize(frame), file=out)
     return EXIT_OK
 

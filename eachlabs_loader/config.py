@@ -124,14 +124,13 @@ def validate_base_url(base_url: object, *, allow_insecure: bool = False) -> str:
     if parts.username is not None or parts.password is not None:
         # Do not echo it: the URL holds credentials.
         raise InvalidRequestError("base_url must not contain credentials; pass api_key instead")
+    shown = f"{parts.scheme}://{parts.hostname}{parts.path}"  # a query may hold secrets
     if parts.query or parts.fragment:
-        raise InvalidRequestError(
-            f"base_url must not have a query string or fragment: {base_url!r}"
-        )
+        raise InvalidRequestError(f"base_url must not have a query string or fragment ({shown})")
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise InvalidRequestError(f"base_url has an invalid port: {base_url!r}") from exc
+    except ValueError:
+        raise InvalidRequestError(f"base_url has an invalid port ({shown})") from None
     if parts.scheme == "http" and not allow_insecure and not is_loopback_host(parts.hostname):
         raise InvalidRequestError(
             f"refusing plain http:// to {parts.hostname}: the API key would travel in clear text; "

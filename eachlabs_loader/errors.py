@@ -119,3 +119,7 @@ class EachlabsWarning(UserWarning):
 
 class UnparseableTimestampWarning(EachlabsWarning):
     """Some timestamp values could not be parsed and became NaT."""
+
+
+class SchemaMismatchError(EachlabsError):
+    """An existing dataset file stores a column with a type this package does not write."""

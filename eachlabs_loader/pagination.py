@@ -5,7 +5,10 @@ Pure: works on plain dicts and a ``fetch_page(offset) -> Page`` callable; never 
 
 The rules (see shared/eachlabs-api.md):
 - next offset = offset sent + rows received (the response's ``offset``/``limit`` are hints);
-- the scan ends on a short or empty page, never because ``total_count`` was reached;
+- the scan ends on an empty page, or on a short page that no hint contradicts: if the
+  response's ``limit`` (the applied page size) or ``total_count`` says more rows exist, one
+  more request settles it. Hints can extend a scan, never end one (``total_count`` can be
+  capped and goes stale while the list grows);
 - a server that keeps returning full pages of rows already seen ends in ``PaginationError``.
 """
 
@@ -29,11 +32,17 @@ class Page:
     limit: int
     rows: list[dict[str, Any]]
     total_count: int | None
+    applied_limit: int | None = None
 
     @property
     def is_last(self) -> bool:
-        """A short or empty page ends the scan."""
-        return is_last_page(len(self.rows), self.limit)
+        """An empty page ends the scan; so does a short one, unless a hint says otherwise."""
+        received = len(self.rows)
+        if received == 0 or not is_last_page(received, self.limit):
+            return received == 0
+        if self.applied_limit is not None and received >= self.applied_limit:
+            return False  # the server pages in smaller steps than we asked for
+        return self.total_count is None or self.offset + received >= self.total_count
 
 
 def next_offset(offset_sent: int, rows_received: int) -> int:
@@ -66,15 +75,21 @@ def parse_executions_page(body: Any, *, offset: int, limit: int) -> Page:
         execution_id = row.get("execution_id")
         if not isinstance(execution_id, str) or not execution_id:
             raise InvalidResponseError(f"execution #{position} of the page has no execution_id")
-    return Page(offset=offset, limit=limit, rows=rows, total_count=_total_count(body))
+    return Page(
+        offset=offset,
+        limit=limit,
+        rows=rows,
+        total_count=_hint(body, "total_count", minimum=0),
+        applied_limit=_hint(body, "limit", minimum=1),
+    )
 
 
-def _total_count(body: dict[str, Any]) -> int | None:
-    """``total_count`` is only a hint: a missing or nonsensical one is dropped, not fatal."""
-    total = body.get("total_count")
-    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+def _hint(body: dict[str, Any], name: str, *, minimum: int) -> int | None:
+    """A count from the response; a missing or nonsensical one is dropped, not fatal."""
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         return None
-    return total
+    return value
 
 
 def iter_pages(

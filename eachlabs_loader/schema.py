@@ -1,7 +1,7 @@
-"""The DataFrame contract: columns, dtypes, and the normalisation of raw execution rows.
+"""The DataFrame contract: columns, dtypes, the normalisation of raw rows, the Arrow schema.
 
-Takes plain dicts, returns pandas objects; never imports ``transport`` or ``requests``.
-Imports only ``errors`` (and pandas).
+Takes plain dicts, returns pandas/Arrow objects; never imports ``transport`` or ``requests``.
+Imports only ``errors`` (and pandas, pyarrow).
 
 - One row per ``execution_id`` (the newest ``updated_at`` wins, later arrival breaks ties).
 - Columns: ``CORE_COLUMNS``, then the documented optional fields, then any other field the
@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from .errors import UnparseableTimestampWarning
+from .errors import InvalidRequestError, UnparseableTimestampWarning
 
 CORE_COLUMNS: tuple[str, ...] = (
     "execution_id",
@@ -52,12 +53,15 @@ TIMESTAMP_COLUMNS: frozenset[str] = frozenset(
 )
 STRING_DTYPE = pd.StringDtype("pyarrow")
 TIMESTAMP_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")
+ARROW_STRING = pa.string()
+ARROW_TIMESTAMP = pa.timestamp("us", tz="UTC")
+"""Microseconds, UTC: what Spark, Trino, DuckDB and Polars all read as the same instant."""
 
 # RFC 3339 and the looser forms real services send: space for "T", 0-9 fractional digits
 # ("." or ","), "Z"/"+hh:mm"/"+hhmm"/"+hh" or no offset at all (taken as UTC), date only.
 _TIMESTAMP_RE = (
-    r"^(?P<date>\d{4}-\d{2}-\d{2})"
-    r"(?:[T ](?P<hm>\d{2}:\d{2})(?::(?P<s>\d{2})(?:[.,](?P<frac>\d{1,9}))?)?"
+    r"^(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})"
+    r"(?:[T ](?P<h>\d{2}):(?P<mi>\d{2})(?::(?P<s>\d{2})(?:[.,](?P<frac>\d{1,9}))?)?"
     r"(?P<tz>Z|(?P<sign>[+-])(?P<oh>\d{2})(?::?(?P<om>\d{2}))?)?)?$"
 )
 
@@ -143,27 +147,61 @@ def normalize_timestamps(values: Sequence[Any], *, column: str = "timestamp") ->
 
 
 def _parse_iso_strings(strings: pd.Series) -> pd.Series:
-    """Regex-split each string, then do the offset arithmetic on whole columns.
+    """Regex-split each string into numbers, then compute microseconds since the epoch.
 
-    pandas' own mixed-offset parsing is not used: pandas 2.2 applies one row's offset to
-    the offset-less rows after it.
+    Plain integer arithmetic on whole columns: the same on pandas 2.2 and 3, exact to the
+    microsecond for every year 0000-9999 (pandas' parsers go through nanoseconds, which end
+    in 2262, and pandas 2.2 applies one row's offset to the offset-less rows after it).
     """
     parts = strings.str.upper().str.extract(_TIMESTAMP_RE)
-    clock = parts["hm"].fillna("00:00") + ":" + parts["s"].fillna("00")
-    base = pd.to_datetime(
-        (parts["date"] + "T" + clock).astype(object),
-        format="%Y-%m-%dT%H:%M:%S",
-        errors="coerce",
+    matched = parts["y"].notna().to_numpy()
+
+    def number(name: str, default: str = "0") -> np.ndarray:
+        return parts[name].fillna(default).astype("int64").to_numpy()
+
+    year, month, day = number("y", "1970"), number("mo", "1"), number("d", "1")
+    hour, minute, second = number("h"), number("mi"), number("s")
+    frac_us = parts["frac"].fillna("0").str.slice(0, 6).str.pad(6, side="right", fillchar="0")
+    offset_h, offset_m = number("oh"), number("om")
+    sign = np.where(parts["sign"].fillna("+").to_numpy() == "-", -1, 1)
+    valid = (
+        matched
+        & (month >= 1)
+        & (month <= 12)
+        & (day >= 1)
+        & (day <= _days_in_month(year, month))
+        & (hour <= 23)
+        & (minute <= 59)
+        & (second <= 60)  # :60 is a leap second
+        & (offset_h <= 23)
+        & (offset_m <= 59)
     )
-    frac_ns = parts["frac"].fillna("0").str.pad(9, side="right", fillchar="0").astype("int64")
-    offset_h = parts["oh"].fillna("0").astype("int64")
-    offset_m = parts["om"].fillna("0").astype("int64")
-    valid = (offset_h <= 23) & (offset_m <= 59)
-    sign = np.where(parts["sign"].fillna("+") == "-", -1, 1)
-    offset = pd.to_timedelta(sign * (offset_h * 60 + offset_m).to_numpy(), unit="m")
-    utc = base + pd.to_timedelta(frac_ns.to_numpy(), unit="ns") - offset
-    utc = utc.where(valid.to_numpy(dtype=bool))
-    return utc.dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE).rename(None)
+    seconds = (
+        _days_from_civil(year, month, day) * 86_400
+        + hour * 3_600
+        + minute * 60
+        + second
+        - sign * (offset_h * 3_600 + offset_m * 60)
+    )
+    micros = seconds * 1_000_000 + frac_us.astype("int64").to_numpy()
+    values = np.where(valid, micros, np.iinfo(np.int64).min).view("datetime64[us]")
+    return pd.Series(values).dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE)
+
+
+def _days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    y = year - (month <= 2)
+    era = np.floor_divide(y, 400)
+    year_of_era = y - era * 400
+    day_of_year = (153 * np.where(month > 2, month - 3, month + 9) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146_097 + day_of_era - 719_468
+
+
+def _days_in_month(year: np.ndarray, month: np.ndarray) -> np.ndarray:
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    days = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[np.clip(month, 0, 12)]
+    return days + ((month == 2) & leap)
 
 
 def drop_duplicate_executions(frame: pd.DataFrame) -> pd.DataFrame:
@@ -174,3 +212,85 @@ def drop_duplicate_executions(frame: pd.DataFrame) -> pd.DataFrame:
     by_recency = frame.sort_values("updated_at", na_position="first", kind="stable")
     keep = by_recency.index[~by_recency["execution_id"].duplicated(keep="last")]
     return frame.loc[keep.sort_values()].reset_index(drop=True)
+
+
+def conform_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Bring any executions DataFrame to the contract: column order, dtypes, one row per id.
+
+    Accepts ``load_executions`` output unchanged, and also hand-made frames: missing contract
+    columns are added as nulls, timestamps are parsed or converted to UTC microseconds, and
+    other values become strings (objects as JSON text), as in ``normalize_executions``.
+    """
+    if "execution_id" not in frame.columns:
+        raise InvalidRequestError("the DataFrame has no 'execution_id' column")
+    if frame["execution_id"].isna().any():
+        raise InvalidRequestError("the DataFrame has rows without an execution_id")
+    columns = list(COLUMNS) + [str(c) for c in frame.columns if c not in set(COLUMNS)]
+    data = {}
+    for column in columns:
+        if column not in frame.columns:
+            data[column] = pd.Series([None] * len(frame), dtype=dtype_for(column))
+        elif column in TIMESTAMP_COLUMNS:
+            data[column] = _conform_timestamps(frame[column], column)
+        else:
+            data[column] = _conform_strings(frame[column])
+    return drop_duplicate_executions(pd.DataFrame(data).reset_index(drop=True))
+
+
+def _conform_timestamps(series: pd.Series, column: str) -> pd.Series:
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_convert("UTC").astype(TIMESTAMP_DTYPE).reset_index(drop=True)
+    if pd.api.types.is_datetime64_dtype(series.dtype):
+        return series.dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE).reset_index(drop=True)
+    return normalize_timestamps(_none_for_missing(series), column=column)
+
+
+def _conform_strings(series: pd.Series) -> pd.Series:
+    if isinstance(series.dtype, pd.StringDtype):
+        return series.astype(STRING_DTYPE).reset_index(drop=True)
+    return normalize_strings(_none_for_missing(series))
+
+
+def _none_for_missing(series: pd.Series) -> list[Any]:
+    return [None if _is_missing(v) else v for v in series.tolist()]
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (not isinstance(value, (list, dict)) and bool(pd.isna(value)))
+
+
+def arrow_type_for(column: str) -> pa.DataType:
+    """The Parquet/Arrow type of a column: UTC microsecond timestamps or UTF-8 strings."""
+    return ARROW_TIMESTAMP if column in TIMESTAMP_COLUMNS else ARROW_STRING
+
+
+def arrow_schema(columns: Sequence[str] = COLUMNS) -> pa.Schema:
+    """The Arrow schema of the contract (all fields nullable)."""
+    return pa.schema([pa.field(c, arrow_type_for(c)) for c in columns])
+
+
+def frame_to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """A contract frame as an Arrow table with exactly ``schema`` (absent columns are null)."""
+    arrays = []
+    for field in schema:
+        if field.name in frame.columns:
+            arrays.append(pa.array(frame[field.name], type=field.type, from_pandas=True))
+        else:
+            arrays.append(pa.nulls(len(frame), type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def arrow_to_frame(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table written by this package, back to the contract's pandas dtypes."""
+    frame = table.to_pandas(types_mapper=_PANDAS_TYPES.get, ignore_metadata=True)
+    for column in frame.columns:
+        if column in TIMESTAMP_COLUMNS:
+            frame[column] = frame[column].astype(TIMESTAMP_DTYPE)
+    return frame
+
+
+_PANDAS_TYPES = {
+    pa.string(): STRING_DTYPE,
+    pa.large_string(): STRING_DTYPE,
+    ARROW_TIMESTAMP: TIMESTAMP_DTYPE,
+}

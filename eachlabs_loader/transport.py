@@ -20,7 +20,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
-from .config import Settings
+from .config import Settings, normalize_bulk_id, validate_page_size, validate_workflow_id
 from .errors import (
     APIError,
     AuthenticationError,
@@ -121,18 +121,24 @@ class EachlabsClient:
             self._session.close()
 
     def executions_url(self, workflow_id: str) -> str:
-        """The list URL; the id travels as exactly one path segment."""
-        return f"{self.settings.base_url}/workflows/{quote(workflow_id, safe='')}/executions"
+        """The list URL; the (validated) id travels as exactly one path segment."""
+        segment = quote(validate_workflow_id(workflow_id), safe="")
+        return f"{self.settings.base_url}/workflows/{segment}/executions"
 
     def fetch_executions_page(
         self, workflow_id: str, *, offset: int, limit: int, bulk_id: str | None = None
     ) -> Page:
-        """One page of executions, retried per the policy."""
+        """One page of executions, retried per the policy; arguments are checked first."""
+        url = self.executions_url(workflow_id)
+        limit = validate_page_size(limit)
+        bulk_id = normalize_bulk_id(bulk_id)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidRequestError(f"offset must be an integer >= 0, got {offset!r}")
         params: dict[str, str | int] = {"offset": offset, "limit": limit}
         if bulk_id is not None:
             params["bulk_id"] = bulk_id
         return self.get_json(
-            self.executions_url(workflow_id),
+            url,
             params,
             parse=lambda body: parse_executions_page(body, offset=offset, limit=limit),
             workflow_id=workflow_id,
@@ -147,8 +153,10 @@ class EachlabsClient:
         page_size: int | None = None,
         start_offset: int = 0,
     ) -> Iterator[Page]:
-        """Pages lazily, from ``start_offset`` to the first short or empty page."""
-        limit = page_size or self.settings.page_size
+        """Pages lazily, from ``start_offset`` to the end of the list."""
+        limit = self.settings.page_size if page_size is None else validate_page_size(page_size)
+        validate_workflow_id(workflow_id)
+        bulk_id = normalize_bulk_id(bulk_id)
         yield from iter_pages(
             lambda offset: self.fetch_executions_page(
                 workflow_id, offset=offset, limit=limit, bulk_id=bulk_id
@@ -170,11 +178,14 @@ class EachlabsClient:
         """GET ``url`` and ``parse`` its JSON, retrying what is transient (bad bodies included)."""
 
         def attempt() -> T:
-            body = self._exchange(url, params, workflow_id=workflow_id, offset=offset)
+            status, body = self._exchange(url, params, workflow_id=workflow_id, offset=offset)
             try:
                 return parse(body)
             except InvalidResponseError as exc:
-                raise self._error(InvalidResponseError, exc.message, workflow_id, offset) from None
+                text = f"HTTP {status}: {exc.message}"
+                raise self._error(
+                    InvalidResponseError, text, workflow_id, offset, status_code=status
+                ) from None
 
         return self.retry_policy.call(attempt, on_retry=self._count_retry)
 
@@ -184,17 +195,18 @@ class EachlabsClient:
 
     def _exchange(
         self, url: str, params: dict[str, str | int], *, workflow_id: str | None, offset: int | None
-    ) -> Any:
-        """One request (plus same-origin redirects) -> decoded JSON, or raise."""
+    ) -> tuple[int, Any]:
+        """One request (plus same-origin redirects) -> (status, decoded JSON), or raise."""
         response = self._send(url, params, workflow_id=workflow_id, offset=offset)
         if response.status_code >= 300:
             raise self._status_error(response, workflow_id, offset)
         try:
-            return json.loads(response.content)
+            return response.status_code, json.loads(response.content)
         except ValueError:
             raise self._error(
                 InvalidResponseError,
-                f"HTTP {response.status_code} with a body that is not JSON ({_snippet(response)})",
+                f"HTTP {response.status_code} with a body that is not JSON "
+                f"({_snippet(self._redacted_body(response))})",
                 workflow_id,
                 offset,
                 status_code=response.status_code,
@@ -260,7 +272,7 @@ class EachlabsClient:
         self, response: requests.Response, workflow_id: str | None, offset: int | None
     ) -> EachlabsError:
         status = response.status_code
-        api_message, code, details = _error_fields(response)
+        api_message, code, details = _error_fields(self._redacted_body(response), response.reason)
         text = f"HTTP {status}: {api_message}"
         if code:
             text += f" (code {code})"
@@ -268,9 +280,9 @@ class EachlabsClient:
             text += f"; details: {_compact(details)}"
         kwargs: dict[str, Any] = {
             "status_code": status,
-            "api_message": self._redact(api_message),
+            "api_message": api_message,
             "code": code,
-            "details": self._redact_obj(details),
+            "details": details,
         }
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if status == 400:
@@ -303,15 +315,9 @@ class EachlabsClient:
     def _redact(self, text: str) -> str:
         return text.replace(self.settings.api_key, "***")
 
-    def _redact_obj(self, value: Any) -> Any:
-        if value is None:
-            return None
-        dumped = json.dumps(value, ensure_ascii=False)
-        return (
-            json.loads(dumped.replace(self.settings.api_key, "***"))
-            if self.settings.api_key in dumped
-            else value
-        )
+    def _redacted_body(self, response: requests.Response) -> bytes:
+        """The whole body with the key blanked out, before anything is cut or parsed."""
+        return response.content.replace(self.settings.api_key.encode(), b"***")
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -325,26 +331,27 @@ def _origin_text(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
-def _error_fields(response: requests.Response) -> tuple[str, str | None, Any]:
+def _error_fields(body: bytes, reason: str | None) -> tuple[str, str | None, Any]:
     """The API's ``error``, ``code`` and ``details``, or a cleaned snippet of a non-JSON body."""
     try:
-        body = json.loads(response.content)
+        parsed = json.loads(body)
     except ValueError:
-        body = None
-    if isinstance(body, dict) and ("error" in body or "message" in body):
-        message = body.get("error") or body.get("message")
-        code = body.get("code")
+        parsed = None
+    if isinstance(parsed, dict) and ("error" in parsed or "message" in parsed):
+        message = parsed.get("error") or parsed.get("message")
+        code = parsed.get("code")
         return (
             _compact(message),
-            code if isinstance(code, str) else None,
-            body.get("details"),
+            _compact(code) if isinstance(code, str) else None,
+            parsed.get("details"),
         )
-    return (_snippet(response) or response.reason or "no message", None, None)
+    snippet = _snippet(body)
+    return (snippet if snippet != "empty body" else reason or snippet, None, None)
 
 
-def _snippet(response: requests.Response) -> str:
+def _snippet(body: bytes) -> str:
     """A short, single-line view of a body for error messages (HTML tags dropped)."""
-    text = response.content[:2000].decode("utf-8", errors="replace")
+    text = body[:4000].decode("utf-8", errors="replace")
     text = re.sub(r"<[^>]*>", " ", text)
     text = " ".join(text.split())
     if not text:

@@ -10,6 +10,12 @@ from nbclient import NotebookClient
 NOTEBOOKS = pathlib.Path(__file__).parent.parent / "notebooks"
 
 
+def text_of(cell) -> str:
+    return "".join(
+        o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in cell.outputs
+    )
+
+
 def test_quickstart_notebook_executes_against_the_sandbox():
     notebook = nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4)
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
@@ -19,13 +25,11 @@ def test_quickstart_notebook_executes_against_the_sandbox():
         kernel_name="python3",
         resources={"metadata": {"path": str(NOTEBOOKS)}},
     ).execute()
-    outputs = {
-        i: "".join(
-            o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in cell.outputs
-        )
-        for i, cell in enumerate(notebook.cells)
-        if cell.cell_type == "code"
+    cells = {
+        cell.source.splitlines()[0]: cell for cell in notebook.cells if cell.cell_type == "code"
     }
-    assert "datetime64[us, UTC]" in outputs[4]
-    assert "completed" in outputs[5]
-    assert "count    1" in outputs[6]  # describe() over the finished executions
+    assert text_of(cells["len(executions)"]).strip() == "1500"
+    assert "datetime64[us, UTC]" in text_of(cells["executions.dtypes"])
+    assert "completed" in text_of(cells['executions["status"].value_counts()'])
+    assert "1,500 rows fetched, 1,500 written" in text_of(cells["import tempfile"])
+    assert "mean_seconds" in text_of(cells['duckdb.sql(f"""'])

@@ -24,6 +24,7 @@ from .data import Workflow, bulk_indices, make_execution, make_workflow
 from .faults import DEFAULT_MESSAGES, Fault, FaultPlan
 
 DEMO_API_KEY = "sandbox-demo-key"
+ROW_CACHE_SIZE = 200_000
 VARIANTS = ("offset", "limit", "next_offset")
 PREFIXES = ("/api/v1", "/v1")
 _UUID_SHAPE = (8, 4, 4, 4, 12)
@@ -60,6 +61,10 @@ class Sandbox:
         inserts_per_request: new executions added at the head before each list request.
         timestamp_variety: mix the timestamp forms a real service sends (else only ``...Z``).
         extra_fields: fields added to every row (to exercise unknown-field handling).
+        max_page_size: serve at most this many rows per page, whatever ``limit`` asks (a
+            host with a smaller page size; the ``limit`` variant reports the applied size).
+        lying_hints: send nonsense ``offset``, ``limit`` and ``total_count`` hints (0, twice
+            the limit, 1000 more than the truth): a client must not trust them.
 
     Example:
         >>> with Sandbox(rows=120) as sandbox:
@@ -79,6 +84,8 @@ class Sandbox:
         inserts_per_request: int = 0,
         timestamp_variety: bool = True,
         extra_fields: Mapping[str, Any] | None = None,
+        max_page_size: int | None = None,
+        lying_hints: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -92,10 +99,14 @@ class Sandbox:
         self.inserts_per_request = inserts_per_request
         self.timestamp_variety = timestamp_variety
         self.extra_fields = dict(extra_fields or {})
+        self.max_page_size = max_page_size
+        self.lying_hints = lying_hints
         self.faults = FaultPlan()
         self.workflows = [make_workflow(seed, n) for n in range(workflows)]
         self._by_key = {k: w for w in self.workflows for k in (w.id, w.slug)}
         self._counts = {w.number: self._initial_rows(w, rows) for w in self.workflows}
+        self._statuses: dict[tuple[int, int], str] = {}
+        self._cache: dict[tuple[int, int, str | None], dict[str, Any]] = {}
         self._log: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._host, self._port = host, port
@@ -164,6 +175,21 @@ class Sandbox:
         with self._lock:
             self._counts[self.workflow(key).number] += n
 
+    def finish(self, key: str, n: int | None = None, status: str = "completed") -> list[str]:
+        """Finish up to ``n`` (default all) running or queued executions; returns their ids.
+
+        Their ``status``, ``ended_at`` and ``updated_at`` change, as on the real service.
+        """
+        workflow = self.workflow(key)
+        finished = []
+        for index in range(self.count(key) - 1, -1, -1):
+            row = self._row(workflow, index)
+            if row["status"] in ("running", "queued") and (n is None or len(finished) < n):
+                with self._lock:
+                    self._statuses[(workflow.number, index)] = status
+                finished.append(row["execution_id"])
+        return finished
+
     def rows(self, key: str, bulk_id: str | None = None) -> list[dict[str, Any]]:
         """Every execution the list would serve now, newest first."""
         workflow = self.workflow(key)
@@ -205,9 +231,17 @@ class Sandbox:
         return bulk_indices(workflow, bulk_id, count)[::-1]
 
     def _row(self, workflow: Workflow, index: int) -> dict[str, Any]:
-        row = make_execution(self.seed, workflow, index, timestamp_variety=self.timestamp_variety)
-        row.update(self.extra_fields)
-        return row
+        status = self._statuses.get((workflow.number, index))
+        key = (workflow.number, index, status)
+        row = self._cache.get(key)
+        if row is None:
+            row = make_execution(
+                self.seed, workflow, index, timestamp_variety=self.timestamp_variety, status=status
+            )
+            if len(self._cache) >= ROW_CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = row
+        return {**row, **self.extra_fields}
 
     def _page(
         self, workflow: Workflow, offset: int, limit: int, bulk_id: str | None
@@ -215,6 +249,7 @@ class Sandbox:
         with self._lock:
             self._counts[workflow.number] += self.inserts_per_request
             count = self._counts[workflow.number]
+        limit = min(limit, self.max_page_size or limit)
         if bulk_id is None:
             total = count
             top = count - 1 - offset
@@ -229,7 +264,10 @@ class Sandbox:
     ) -> dict[str, Any]:
         if self.total_count_cap is not None:
             total = min(total, self.total_count_cap)
+        limit = min(limit, self.max_page_size or limit)
         body: dict[str, Any] = {"executions": rows}
+        if self.lying_hints:
+            return {**body, "offset": 0, "limit": limit * 2, "total_count": total + 1000}
         if self.variant == "offset":
             body["offset"] = offset + len(rows)
         elif self.variant == "limit":

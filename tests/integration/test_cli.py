@@ -11,15 +11,18 @@ import requests
 from eachlabs_loader.cli import main
 
 
-def test_demo_loads_the_sandbox_and_prints_a_summary():
+def test_demo_loads_the_sandbox_writes_parquet_and_prints_a_summary(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "eachlabs_loader", "demo", "--rows", "1234"],
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert "loaded     1,234 executions" in result.stdout
+    assert "lake       demo-lake: 1,234 rows written" in result.stdout
+    assert len(list((tmp_path / "demo-lake").rglob("*.parquet"))) >= 1
     assert "status     completed" in result.stdout
     assert "created    2025-01-01" in result.stdout
 

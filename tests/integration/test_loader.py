@@ -57,6 +57,23 @@ def test_response_variants_and_capped_totals_give_the_same_rows(make_sandbox, va
     assert frame["execution_id"].tolist() == sandbox.expected_ids(slug)
 
 
+def test_lying_hints_change_nothing(make_sandbox):
+    sandbox = make_sandbox(rows=123, workflows=1, lying_hints=True)
+    slug = sandbox.workflows[0].slug
+    frame = load(sandbox, slug, page_size=20)
+    assert frame["execution_id"].tolist() == sandbox.expected_ids(slug)
+    assert [r.offset for r in sandbox.requests] == [0, 20, 40, 60, 80, 100, 120, 123]
+
+
+@pytest.mark.parametrize("variant", ["limit", "offset"])
+def test_a_host_with_smaller_pages_loses_nothing(make_sandbox, variant):
+    sandbox = make_sandbox(rows=250, workflows=1, max_page_size=40, variant=variant)
+    slug = sandbox.workflows[0].slug
+    frame = load(sandbox, slug, page_size=100)
+    assert frame["execution_id"].tolist() == sandbox.expected_ids(slug)
+    assert [r.offset for r in sandbox.requests] == [0, 40, 80, 120, 160, 200, 240]
+
+
 def test_slug_and_uuid_load_the_same_workflow_keyed_by_uuid(sandbox):
     workflow = sandbox.workflows[1]
     by_slug, by_id = load(sandbox, workflow.slug), load(sandbox, workflow.id)
@@ -182,7 +199,7 @@ def test_environment_supplies_key_and_base_url(sandbox, monkeypatch):
         ({"timeout": 0}, InvalidRequestError, "timeout"),
         ({"max_retries": -1}, InvalidRequestError, "max_retries"),
         ({"concurrency": 4}, InvalidRequestError, "concurrency"),
-        ({"output": "lake/"}, InvalidRequestError, "output"),
+        ({"output": "foo://bucket/lake"}, InvalidRequestError, "output"),
         ({"progress": True}, InvalidRequestError, "progress"),
         ({"api_key": None}, AuthenticationError, "EACHLABS_API_KEY"),
     ],

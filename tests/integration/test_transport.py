@@ -260,3 +260,58 @@ def test_client_repr_and_errors_never_show_the_key(sandbox, make_client):
     client = make_client(sandbox)
     assert sandbox.api_key not in repr(client)
     assert sandbox.api_key not in repr(client._auth)
+
+
+def test_redirect_to_another_scheme_on_the_same_host_is_refused(sandbox, make_client):
+    slug = sandbox.workflows[0].slug
+    sandbox.add_fault(
+        "redirect", location=f"https://127.0.0.1:{sandbox.port}/api/v1/workflows/{slug}/executions"
+    )
+    with pytest.raises(APIError, match="another origin"):
+        fetch_executions(make_client(sandbox), slug)
+    assert len(sandbox.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: list(c.iter_pages("..")),
+        lambda c: list(c.iter_pages(".")),
+        lambda c: list(c.iter_pages("ok", "not-a-uuid")),
+        lambda c: list(c.iter_pages("ok", page_size=0)),
+        lambda c: list(c.iter_pages("ok", page_size=500)),
+        lambda c: c.fetch_executions_page("..", offset=0, limit=10),
+        lambda c: c.fetch_executions_page("ok", offset=-1, limit=10),
+        lambda c: c.fetch_executions_page("ok", offset=0, limit=101),
+    ],
+)
+def test_the_client_checks_its_inputs_before_sending(sandbox, make_client, call):
+    with pytest.raises(InvalidRequestError):
+        call(make_client(sandbox))
+    assert sandbox.requests == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "body_for"),
+    [
+        # Each puts the key right where a message is cut to 300 characters.
+        ("status", lambda key: {"error": "x" * 281 + f" bad key {key}"}),
+        ("status", lambda key: {"error": "nope", "code": key, "details": "y" * 290 + key}),
+        ("html", lambda key: "<html><body>" + "z" * 290 + f" {key}</body></html>"),
+    ],
+)
+def test_the_key_is_redacted_before_messages_are_cut(sandbox, make_client, caplog, kind, body_for):
+    key = sandbox.api_key
+    sandbox.add_fault(kind, status=503, body=body_for(key), times=1)
+    sandbox.add_fault(kind, status=403, body=body_for(key), times=1)
+    with (
+        caplog.at_level("DEBUG", logger="eachlabs_loader"),
+        pytest.raises(AuthenticationError) as info,
+    ):
+        fetch_executions(make_client(sandbox), sandbox.workflows[0].slug)
+    error = info.value
+    texts = [str(error), repr(error), str(error.api_message), str(error.code), str(error.details)]
+    texts += [record.getMessage() for record in caplog.records]
+    for text in texts:
+        assert key[:8] not in text, text
+    assert any("retry" in r.getMessage() for r in caplog.records)  # the 503 was logged

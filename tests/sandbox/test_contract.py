@@ -90,6 +90,19 @@ def test_response_variants(make_sandbox, variant, offset, expect):
     assert body["total_count"] == 250
 
 
+def test_page_size_can_be_capped_by_the_host(make_sandbox):
+    sandbox = make_sandbox(rows=250, variant="limit", max_page_size=40)
+    body = get(sandbox, sandbox.workflows[0].slug, limit=100).json()
+    assert len(body["executions"]) == 40 and body["limit"] == 40
+
+
+def test_lying_hints(make_sandbox):
+    sandbox = make_sandbox(rows=250, lying_hints=True)
+    body = get(sandbox, sandbox.workflows[0].slug, offset=200, limit=100).json()
+    assert (body["offset"], body["limit"], body["total_count"]) == (0, 200, 1250)
+    assert len(body["executions"]) == 50
+
+
 def test_total_count_can_be_capped(make_sandbox):
     sandbox = make_sandbox(rows=250, total_count_cap=100)
     body = get(sandbox, sandbox.workflows[0].slug, offset=200, limit=100).json()

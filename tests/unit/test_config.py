@@ -98,6 +98,16 @@ def test_base_url_with_credentials_is_rejected_without_echo():
     assert "hunter2" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["https://example.com/v1?api_key=sk-secret-1", "https://example.com:99999/v1?k=sk-secret-1"],
+)
+def test_rejected_base_url_is_not_echoed_with_its_query(url):
+    with pytest.raises(InvalidRequestError) as info:
+        validate_base_url(url)
+    assert "sk-secret-1" not in str(info.value)
+
+
 def test_plain_http_to_remote_host_needs_opt_in():
     with pytest.raises(InvalidRequestError, match="allow_insecure"):
         validate_base_url("http://api.example.com/v1")

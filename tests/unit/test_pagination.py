@@ -17,22 +17,32 @@ from eachlabs_loader.pagination import (
 class LiveList:
     """A newest-first list that can grow at the head between requests."""
 
-    def __init__(self, n: int, *, inserts_per_request: int = 0, reported_total: int | None = None):
+    def __init__(
+        self,
+        n: int,
+        *,
+        inserts_per_request: int = 0,
+        reported_total: int | None = None,
+        server_page_size: int | None = None,
+        report_limit: bool = False,
+    ):
         self.n = n
         self.inserts = inserts_per_request
         self.reported_total = reported_total
+        self.server_page_size = server_page_size
+        self.report_limit = report_limit
         self.offsets: list[int] = []
 
     def fetch(self, limit: int):
         def fetch_page(offset: int) -> Page:
             self.offsets.append(offset)
             self.n += self.inserts
-            ids = [
-                f"e{k}"
-                for k in range(self.n - 1 - offset, max(self.n - 1 - offset - limit, -1), -1)
-            ]
+            served = min(limit, self.server_page_size or limit)
+            top = self.n - 1 - offset
+            ids = [f"e{k}" for k in range(top, max(top - served, -1), -1)]
             total = self.n if self.reported_total is None else self.reported_total
-            return Page(offset, limit, [{"execution_id": i} for i in ids], total)
+            applied = served if self.report_limit else None
+            return Page(offset, limit, [{"execution_id": i} for i in ids], total, applied)
 
         return fetch_page
 
@@ -112,7 +122,8 @@ def test_parse_accepts_both_response_variants():
     vendor = parse_executions_page(
         {"executions": [row], "limit": 5, "total_count": 9}, offset=0, limit=5
     )
-    assert seed == vendor == Page(0, 5, [row], 9)
+    assert seed == Page(0, 5, [row], 9)
+    assert vendor == Page(0, 5, [row], 9, applied_limit=5)
 
 
 def test_parse_treats_null_executions_as_empty_and_drops_bad_totals():
@@ -138,3 +149,35 @@ def test_parse_treats_null_executions_as_empty_and_drops_bad_totals():
 def test_parse_rejects_wrong_shapes(body):
     with pytest.raises(InvalidResponseError):
         parse_executions_page(body, offset=0, limit=5)
+
+
+def test_a_server_with_smaller_pages_is_read_to_the_end_via_its_limit():
+    source = LiveList(95, server_page_size=30, report_limit=True, reported_total=None)
+    assert collect(iter_pages(source.fetch(100), limit=100)) == [f"e{k}" for k in range(94, -1, -1)]
+    assert source.offsets == [0, 30, 60, 90]
+
+
+def test_a_server_with_smaller_pages_is_read_to_the_end_via_its_total():
+    source = LiveList(95, server_page_size=30)
+    assert len(collect(iter_pages(source.fetch(100), limit=100))) == 95
+    assert source.offsets == [0, 30, 60, 90]
+
+
+def test_an_inflated_total_costs_one_request_and_no_rows():
+    source = LiveList(25, reported_total=1000)
+    assert len(collect(iter_pages(source.fetch(10), limit=10))) == 25
+    assert source.offsets == [0, 10, 20, 25]
+
+
+def test_a_short_page_agreeing_with_every_hint_ends_the_scan():
+    source = LiveList(25, server_page_size=None, report_limit=True)
+    collect(iter_pages(source.fetch(10), limit=10))
+    assert source.offsets == [0, 10, 20]
+
+
+def test_short_pages_of_rows_already_seen_also_end_in_an_error():
+    def same_short_page(offset: int) -> Page:
+        return Page(offset, 10, [{"execution_id": "a"}], 100)
+
+    with pytest.raises(PaginationError):
+        collect(iter_pages(same_short_page, limit=10))

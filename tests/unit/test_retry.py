@@ -161,5 +161,9 @@ def test_parse_retry_after_http_date():
     now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
     header = format_datetime(now + timedelta(seconds=30), usegmt=True)
     assert parse_retry_after(header, now=now.timestamp()) == pytest.approx(30.0)
+    asctime = (now + timedelta(seconds=90)).strftime("%a %b %d %H:%M:%S %Y")
+    assert parse_retry_after(asctime, now=now.timestamp()) == pytest.approx(90.0)
+    rfc850 = (now + timedelta(seconds=60)).strftime("%A, %d-%b-%y %H:%M:%S GMT")
+    assert parse_retry_after(rfc850, now=now.timestamp()) == pytest.approx(60.0)
     past = format_datetime(now - timedelta(seconds=30), usegmt=True)
     assert parse_retry_after(past, now=now.timestamp()) == 0.0

@@ -180,3 +180,57 @@ def test_duplicates_with_missing_updated_at_lose_to_a_known_one():
         [row("a", status="known"), row("a", status="unknown", updated_at=None)]
     )
     assert frame["status"].tolist() == ["known"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("9999-12-31T23:59:59Z", "9999-12-31T23:59:59"),
+        ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00"),
+        ("2300-06-01T12:00:00.5+01:00", "2300-06-01T11:00:00.5"),
+        ("1600-02-29T00:00:00Z", "1600-02-29T00:00:00"),
+        ("1969-12-31T23:59:59.999999Z", "1969-12-31T23:59:59.999999"),
+        ("1900-01-01T00:00:00.123456789-00:30", "1900-01-01T00:30:00.123456"),
+        ("2024-02-29T00:00:00Z", "2024-02-29T00:00:00"),
+        ("2000-02-29T00:00:00Z", "2000-02-29T00:00:00"),
+        ("2025-12-31T23:30:00-01:00", "2026-01-01T00:30:00"),
+    ],
+)
+def test_whole_calendar_range_to_the_microsecond(text, expected):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parsed = normalize_timestamps([text])
+    assert parsed.iloc[0] == pd.Timestamp(expected).as_unit("us").tz_localize("UTC")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2025-02-29T00:00:00Z",
+        "1900-02-29T00:00:00Z",
+        "2025-04-31T00:00:00Z",
+        "2025-00-10T00:00:00Z",
+        "2025-01-01T24:00:00Z",
+        "2025-01-01T10:60:00Z",
+        "2025-01-01T10:00:00+24:00",
+        "2025-01-01T10:00:00.Z",
+        "2025-1-1T10:00:00Z",
+    ],
+)
+def test_impossible_dates_and_times_are_unparseable(text):
+    with pytest.warns(UnparseableTimestampWarning, match="1 value"):
+        parsed = normalize_timestamps([text, "2025-01-01T00:00:00Z"])
+    assert pd.isna(parsed.iloc[0]) and parsed.iloc[1] == pd.Timestamp("2025-01-01", tz="UTC")
+
+
+def test_parsing_ignores_the_machines_time_zone(monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        parsed = normalize_timestamps(["2025-12-20T10:00:00", "2025-12-20 10:00:00"])
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert list(parsed) == [UTC_10, UTC_10]
