@@ -7,7 +7,7 @@ VENV := .venv
 VENV22 := .venv-pandas22
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test lint test-main test-pandas22 clean
+.PHONY: demo test lint test-main test-pandas22 bench clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/eachlabs-loader demo
@@ -15,7 +15,7 @@ demo: $(VENV)/.installed
 test: lint test-main test-pandas22
 
 lint: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check eachlabs_loader tests
+	$(VENV)/bin/ruff check eachlabs_loader tests benchmarks
 
 test-main: $(VENV)/.installed-dev
 	$(VENV)/bin/python -m pytest
@@ -41,6 +41,10 @@ $(VENV22)/.installed: pyproject.toml
 	$(VENV22)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
 	$(VENV22)/bin/python -m pip install $(PIP_FLAGS) -e '.[dev]' 'pandas>=2.2,<2.3'
 	touch $@
+
+# Benchmarks are not tests: they take minutes and print tables for BENCHMARKS.md.
+bench: $(VENV)/.installed-dev
+	$(VENV)/bin/python benchmarks/lake_memory.py --rows 100000 1000000
 
 clean:
 	rm -rf $(VENV) $(VENV22) demo-lake .pytest_cache

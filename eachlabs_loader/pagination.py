@@ -14,6 +14,7 @@ The rules (see shared/eachlabs-api.md):
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from .errors import InvalidResponseError, PaginationError, describe_location
 
 MAX_STALE_PAGES = 5
-"""Consecutive full pages without a new ``execution_id`` before paging gives up."""
+"""Consecutive pages without a new ``execution_id`` before paging gives up."""
 
 
 @dataclass(frozen=True)
@@ -99,12 +100,15 @@ def iter_pages(
     start_offset: int = 0,
     workflow_id: str | None = None,
 ) -> Iterator[Page]:
-    """Fetch pages from ``start_offset`` until a short or empty one.
+    """Fetch pages from ``start_offset`` to the end of the list (see ``Page.is_last``).
 
-    ``workflow_id`` only names the workflow in the error raised when paging stalls.
+    Stalls are detected against the ids of the last few pages only, so memory stays bounded
+    however long the list: a server that keeps answering with the same rows is caught,
+    ``MAX_STALE_PAGES`` pages after it starts. ``workflow_id`` only names the workflow in
+    the error.
     """
     offset = start_offset
-    seen: set[str] = set()
+    recent: deque[set[str]] = deque(maxlen=MAX_STALE_PAGES + 1)
     stale_pages = 0
     while True:
         page = fetch_page(offset)
@@ -112,11 +116,11 @@ def iter_pages(
         if page.is_last:
             return
         ids = {row["execution_id"] for row in page.rows}
-        stale_pages = 0 if ids - seen else stale_pages + 1
-        seen |= ids
+        stale_pages = stale_pages + 1 if all(any(i in s for s in recent) for i in ids) else 0
+        recent.append(ids)
         if stale_pages >= MAX_STALE_PAGES:
             raise PaginationError(
-                f"{describe_location(workflow_id, offset)}: the API returned {stale_pages} full "
+                f"{describe_location(workflow_id, offset)}: the API returned {stale_pages} "
                 "pages in a row holding only executions already seen; stopping instead of looping",
                 workflow_id=workflow_id,
                 offset=offset,

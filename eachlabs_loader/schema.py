@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import InvalidRequestError, UnparseableTimestampWarning
 
@@ -153,17 +154,24 @@ def _parse_iso_strings(strings: pd.Series) -> pd.Series:
     microsecond for every year 0000-9999 (pandas' parsers go through nanoseconds, which end
     in 2262, and pandas 2.2 applies one row's offset to the offset-less rows after it).
     """
-    parts = strings.str.upper().str.extract(_TIMESTAMP_RE)
-    matched = parts["y"].notna().to_numpy()
+    upper = pc.utf8_upper(pa.array(strings.to_numpy(dtype=object, na_value=None), pa.string()))
+    parts = pc.extract_regex(upper, _TIMESTAMP_RE)
+    matched = parts.is_valid().to_numpy(zero_copy_only=False)
+
+    def field(name: str) -> pa.Array:
+        return pc.fill_null(parts.field(name), "")  # an optional group that did not match is ""
 
     def number(name: str, default: str = "0") -> np.ndarray:
-        return parts[name].fillna(default).astype("int64").to_numpy()
+        text = field(name)
+        text = pc.if_else(pc.equal(text, ""), default, text)
+        return pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False)
 
     year, month, day = number("y", "1970"), number("mo", "1"), number("d", "1")
     hour, minute, second = number("h"), number("mi"), number("s")
-    frac_us = parts["frac"].fillna("0").str.slice(0, 6).str.pad(6, side="right", fillchar="0")
+    frac = pc.utf8_rpad(pc.utf8_slice_codeunits(field("frac"), 0, 6), 6, "0")
+    frac_us = pc.cast(frac, pa.int64()).to_numpy(zero_copy_only=False)
     offset_h, offset_m = number("oh"), number("om")
-    sign = np.where(parts["sign"].fillna("+").to_numpy() == "-", -1, 1)
+    sign = np.where(pc.equal(field("sign"), "-").to_numpy(zero_copy_only=False), -1, 1)
     valid = (
         matched
         & (month >= 1)
@@ -183,7 +191,7 @@ def _parse_iso_strings(strings: pd.Series) -> pd.Series:
         + second
         - sign * (offset_h * 3_600 + offset_m * 60)
     )
-    micros = seconds * 1_000_000 + frac_us.astype("int64").to_numpy()
+    micros = seconds * 1_000_000 + frac_us
     values = np.where(valid, micros, np.iinfo(np.int64).min).view("datetime64[us]")
     return pd.Series(values).dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE)
 

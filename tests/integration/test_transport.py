@@ -256,7 +256,7 @@ def test_connection_refused_is_a_transport_error(make_client, make_sandbox):
         fetch_executions(client, "anything")
 
 
-def test_client_repr_and_errors_never_show_the_key(sandbox, make_client):
+def test_client_and_auth_reprs_hide_the_key(sandbox, make_client):
     client = make_client(sandbox)
     assert sandbox.api_key not in repr(client)
     assert sandbox.api_key not in repr(client._auth)
