@@ -19,9 +19,10 @@ from .errors import (
     UnparseableTimestampWarning,
     WorkflowNotFoundError,
 )
-from .lake import LoadResult, read_executions, write_executions
+from .lake import read_executions, write_executions
 from .loader import fetch_executions, load_executions
 from .pagination import Page
+from .result import LoadResult
 from .retry import RetryPolicy
 from .schema import COLUMNS, CORE_COLUMNS, normalize_executions
 from .transport import EachlabsClient

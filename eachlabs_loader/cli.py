@@ -87,7 +87,8 @@ def _run_demo(args: argparse.Namespace, out: TextIO) -> int:
     frame = read_executions(args.out, workflow_id=workflow.id)
     print(f"workflow   {workflow.name} ({workflow.slug}, {workflow.id})", file=out)
     print(
-        f"loaded     {result.rows_fetched:,} executions in {result.requests} requests, "
+        f"loaded     {len(frame):,} executions in {result.requests} requests "
+        f"({result.rows_fetched:,} rows incl. page overlaps, concurrency {result.concurrency}), "
         f"{result.elapsed_s:.2f}s",
         file=out,
     )

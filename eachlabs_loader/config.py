@@ -32,7 +32,9 @@ DEFAULT_MAX_RETRIES = 5
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_READ_TIMEOUT_S = 60.0
 DEFAULT_TIMEOUT_S = (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S)
-DEFAULT_CONCURRENCY = 1
+DEFAULT_CONCURRENCY = 8
+"""Chosen from the latency benchmark (BENCHMARKS.md)."""
+MAX_CONCURRENCY = 64
 MAX_WORKFLOW_ID_LENGTH = 256
 
 Timeout = float | int | tuple[float, float]
@@ -88,7 +90,7 @@ def resolve_settings(
         page_size=validate_page_size(page_size),
         max_retries=_validate_int("max_retries", max_retries, low=0, high=100),
         timeout=validate_timeout(timeout),
-        concurrency=_validate_int("concurrency", concurrency, low=1, high=64),
+        concurrency=_validate_int("concurrency", concurrency, low=1, high=MAX_CONCURRENCY),
     )
 
 

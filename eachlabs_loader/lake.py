@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -27,6 +26,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import SchemaMismatchError
+from .result import LoadResult
 from .schema import (
     ARROW_STRING,
     ARROW_TIMESTAMP,
@@ -57,31 +57,6 @@ _WRITE_OPTIONS: dict[str, Any] = {
 }
 
 PartitionKey = tuple[str, str]
-
-
-@dataclass
-class LoadResult:
-    """What a write did. ``rows_written`` = ``rows_inserted`` + ``rows_updated``."""
-
-    output: str
-    rows_fetched: int = 0
-    rows_written: int = 0
-    rows_inserted: int = 0
-    rows_updated: int = 0
-    partitions_touched: int = 0
-    files_written: int = 0
-    requests: int = 0
-    retries: int = 0
-    elapsed_s: float = 0.0
-
-    def __repr__(self) -> str:
-        return (
-            f"<LoadResult {self.output!r}: {self.rows_fetched:,} rows fetched, "
-            f"{self.rows_written:,} written ({self.rows_inserted:,} new, "
-            f"{self.rows_updated:,} updated) in {self.files_written:,} files of "
-            f"{self.partitions_touched:,} partitions touched; {self.requests:,} requests, "
-            f"{self.retries:,} retries, {self.elapsed_s:.2f}s>"
-        )
 
 
 def partition_value(value: Any) -> str:

@@ -26,8 +26,10 @@ from .config import (
     validate_workflow_id,
 )
 from .errors import InvalidRequestError
-from .lake import LakeWriter, LoadResult
-from .schema import normalize_executions
+from .lake import LakeWriter
+from .pagination import ColumnBuffer
+from .result import LoadResult
+from .schema import drop_duplicate_executions, normalize_columns, warn_unparseable
 from .storage import resolve_location
 from .transport import EachlabsClient
 
@@ -99,7 +101,9 @@ def load_executions(
         page_size: rows per request (the API's ``limit``), 1..100.
         max_retries: retries per request for transient failures (429, 5xx, network).
         timeout: seconds, or a ``(connect, read)`` pair.
-        concurrency: pages fetched at once; only 1 (sequential) is supported so far.
+        concurrency: pages in flight at once (default 8); 1 is a plain sequential scan.
+            Pages overlap and are checked for gaps, so the result stays exact while new
+            executions arrive; a 429 shrinks the pool for everyone (see README).
         output: a directory or URI (``s3://bucket/lake``...): write the Parquet lake there
             (see ``write_executions``) and return a ``LoadResult`` instead of a DataFrame.
         progress: reserved for a progress bar; only False is supported so far.
@@ -136,7 +140,7 @@ def load_executions(
         concurrency=concurrency,
         allow_insecure=allow_insecure,
     )
-    _reject_unsupported(concurrency=settings.concurrency, progress=progress)
+    _reject_unsupported(progress=progress)
     writer = None if output is None else LakeWriter(resolve_location(output, filesystem))
     with EachlabsClient(settings) as client:
         if writer is None:
@@ -149,14 +153,17 @@ def fetch_executions(
 ) -> pd.DataFrame:
     """``load_executions`` on a client you hold (shared connections, a custom session or policy).
 
-    Inputs are validated here too, so nothing malformed reaches the network.
+    Inputs are validated here too, so nothing malformed reaches the network. The frame's
+    ``attrs["eachlabs"]`` holds the ``LoadResult`` (pages, re-fetches, totals).
     """
-    workflow_id = validate_workflow_id(workflow_id)
-    bulk_id = normalize_bulk_id(bulk_id)
-    with _LoadLog(client, workflow_id) as log:
-        rows = [row for page in log.pages(client.iter_pages(workflow_id, bulk_id)) for row in page]
-        frame = normalize_executions(rows, bulk_id=bulk_id)
-        log.rows = len(frame)
+    load = _Load(client, workflow_id, bulk_id)
+    frames = list(load.frames(CHUNK_ROWS))
+    frame = drop_duplicate_executions(pd.concat(frames, ignore_index=True)) if frames else None
+    if frame is None or frame.empty:
+        frame = normalize_columns({"execution_id": []})
+    result = load.finish(rows=len(frame))
+    result.rows_returned = len(frame)
+    frame.attrs["eachlabs"] = result
     return frame
 
 
@@ -169,62 +176,81 @@ def export_executions(
     chunk_rows: int = CHUNK_ROWS,
 ) -> LoadResult:
     """Stream a workflow's executions into the lake, ``chunk_rows`` at a time."""
-    workflow_id = validate_workflow_id(workflow_id)
-    bulk_id = normalize_bulk_id(bulk_id)
-    fetched = 0
-    with _LoadLog(client, workflow_id) as log:
-        chunk: list[dict[str, Any]] = []
-        for rows in log.pages(client.iter_pages(workflow_id, bulk_id)):
-            chunk.extend(rows)
-            fetched += len(rows)
-            if len(chunk) >= chunk_rows:
-                writer.add(normalize_executions(chunk, bulk_id=bulk_id))
-                chunk = []
-        writer.add(normalize_executions(chunk, bulk_id=bulk_id))
-        result = writer.close()
-        log.rows = fetched
-    result.rows_fetched = fetched
-    result.requests, result.retries = log.requests, log.retries
+    load = _Load(client, workflow_id, bulk_id)
+    for frame in load.frames(chunk_rows):
+        writer.add(frame)
+    written = writer.close()
+    result = load.finish(rows=load.rows_fetched)
+    for name in ("output", "rows_written", "rows_inserted", "rows_updated"):
+        setattr(result, name, getattr(written, name))
+    result.partitions_touched, result.files_written = (
+        written.partitions_touched,
+        written.files_written,
+    )
     return result
 
 
-class _LoadLog:
-    """Counts one load's pages, requests and retries, and logs the one INFO line."""
+class _Load:
+    """One workflow's scan: pages in, normalised chunks out, counts and one INFO line."""
 
-    def __init__(self, client: EachlabsClient, workflow_id: str) -> None:
-        self.client, self.workflow_id = client, workflow_id
-        self.rows = self.page_count = self.requests = self.retries = 0
-
-    def __enter__(self) -> _LoadLog:
+    def __init__(self, client: EachlabsClient, workflow_id: str, bulk_id: str | None) -> None:
+        self.client = client
+        self.workflow_id = validate_workflow_id(workflow_id)
+        self.bulk_id = normalize_bulk_id(bulk_id)
+        self.scan = client.scan(self.workflow_id, self.bulk_id)
+        self.rows_fetched = 0
+        self.unparseable: dict[str, int] = {}
         self._started = time.monotonic()
-        self._requests0, self._retries0 = self.client.stats.requests, self.client.stats.retries
-        return self
+        self._requests, self._retries = client.stats.requests, client.stats.retries
 
-    def pages(self, pages: Iterator[Any]) -> Iterator[list[dict[str, Any]]]:
-        for page in pages:
-            self.page_count += 1
-            yield page.rows
+    def frames(self, chunk_rows: int) -> Iterator[pd.DataFrame]:
+        """Contract frames of about ``chunk_rows`` rows, normalised while later pages load."""
+        chunk = ColumnBuffer()
+        for page in self.scan:
+            chunk.extend(page.columns)
+            self.rows_fetched += len(page)
+            if len(chunk) >= chunk_rows:
+                yield self._normalize(chunk)
+                chunk = ColumnBuffer()
+        if len(chunk):
+            yield self._normalize(chunk)
+        warn_unparseable(self.unparseable)
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.requests = self.client.stats.requests - self._requests0
-        self.retries = self.client.stats.retries - self._retries0
-        if exc_type is None:
-            logger.info(
-                "loaded %d executions of workflow %r: %d pages, %d requests, %d retries, %.2fs",
-                self.rows,
-                self.workflow_id,
-                self.page_count,
-                self.requests,
-                self.retries,
-                time.monotonic() - self._started,
-            )
+    def _normalize(self, chunk: ColumnBuffer) -> pd.DataFrame:
+        return normalize_columns(chunk.columns, bulk_id=self.bulk_id, unparseable=self.unparseable)
 
-
-def _reject_unsupported(*, concurrency: int, progress: Any) -> None:
-    """Options reserved for later features fail loudly rather than being ignored."""
-    if concurrency != 1:
-        raise InvalidRequestError(
-            f"concurrency={concurrency} is not supported yet; only 1 (sequential paging)"
+    def finish(self, *, rows: int) -> LoadResult:
+        stats, throttle = self.scan.stats, self.client.throttle
+        result = LoadResult(
+            rows_fetched=self.rows_fetched,
+            requests=self.client.stats.requests - self._requests,
+            retries=self.client.stats.retries - self._retries,
+            pages=stats.pages,
+            pages_refetched=stats.pages_refetched,
+            gaps_repaired=stats.gaps_repaired,
+            total_count_start=stats.total_count_start,
+            total_count_end=stats.total_count_end,
+            concurrency=self.scan.concurrency,
+            lowest_concurrency=min(self.scan.concurrency, throttle.lowest_limit),
+            elapsed_s=time.monotonic() - self._started,
         )
+        logger.info(
+            "loaded %d executions of workflow %r: %d pages (%d re-fetched), %d requests, "
+            "%d retries, total_count %s->%s, %.2fs",
+            rows,
+            self.workflow_id,
+            result.pages,
+            result.pages_refetched,
+            result.requests,
+            result.retries,
+            result.total_count_start,
+            result.total_count_end,
+            result.elapsed_s,
+        )
+        return result
+
+
+def _reject_unsupported(*, progress: Any) -> None:
+    """Options reserved for later features fail loudly rather than being ignored."""
     if progress is not False:
         raise InvalidRequestError(f"progress={progress!r} is not supported yet; only False")

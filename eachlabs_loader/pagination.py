@@ -1,7 +1,7 @@
 """Paging over the live, newest-first list: the arithmetic, the stop rule, the page shape.
 
-Pure: works on plain dicts and a ``fetch_page(offset) -> Page`` callable; never imports
-``transport`` or ``requests``. Imports only ``errors``.
+Pure: works on plain Python values and a ``fetch_page(offset) -> Page`` callable; never
+imports ``transport`` or ``requests``. Imports only ``errors``.
 
 The rules (see shared/eachlabs-api.md):
 - next offset = offset sent + rows received (the response's ``offset``/``limit`` are hints);
@@ -27,23 +27,85 @@ MAX_STALE_PAGES = 5
 
 @dataclass(frozen=True)
 class Page:
-    """One page of the list, with the request that produced it."""
+    """One page of the list, column by column, with the request that produced it.
+
+    ``columns`` maps each field to its values (all lists of the same length, ``execution_id``
+    always present); a field a row lacks is None in that row.
+    """
 
     offset: int
     limit: int
-    rows: list[dict[str, Any]]
+    columns: dict[str, list[Any]]
     total_count: int | None
     applied_limit: int | None = None
+
+    @classmethod
+    def from_rows(
+        cls,
+        offset: int,
+        limit: int,
+        rows: list[dict[str, Any]],
+        total_count: int | None = None,
+        applied_limit: int | None = None,
+    ) -> Page:
+        return cls(offset, limit, columns_from_rows(rows), total_count, applied_limit)
+
+    @property
+    def ids(self) -> list[str]:
+        return self.columns["execution_id"]
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """The page as row dicts (for inspection; loads work on the columns)."""
+        names = list(self.columns)
+        return [
+            dict(zip(names, values, strict=True))
+            for values in zip(*self.columns.values(), strict=True)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
     @property
     def is_last(self) -> bool:
         """An empty page ends the scan; so does a short one, unless a hint says otherwise."""
-        received = len(self.rows)
+        received = len(self)
         if received == 0 or not is_last_page(received, self.limit):
             return received == 0
         if self.applied_limit is not None and received >= self.applied_limit:
             return False  # the server pages in smaller steps than we asked for
         return self.total_count is None or self.offset + received >= self.total_count
+
+
+def columns_from_rows(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Row dicts to columns: every key seen, in first-seen order, None where a row lacks it."""
+    names: dict[str, None] = {"execution_id": None}
+    for row in rows:
+        names.update(dict.fromkeys(row))
+    return {name: [row.get(name) for row in rows] for name in names}
+
+
+class ColumnBuffer:
+    """Pages' columns appended end to end; a field first seen late is None before it."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {"execution_id": []}
+        self.size = 0
+
+    def extend(self, columns: dict[str, list[Any]]) -> None:
+        added = len(columns["execution_id"])
+        for name, values in columns.items():
+            column = self.columns.get(name)
+            if column is None:
+                column = self.columns[name] = [None] * self.size
+            column.extend(values)
+        self.size += added
+        for column in self.columns.values():
+            if len(column) < self.size:
+                column.extend([None] * (self.size - len(column)))
+
+    def __len__(self) -> int:
+        return self.size
 
 
 def next_offset(offset_sent: int, rows_received: int) -> int:
@@ -76,18 +138,17 @@ def parse_executions_page(body: Any, *, offset: int, limit: int) -> Page:
         execution_id = row.get("execution_id")
         if not isinstance(execution_id, str) or not execution_id:
             raise InvalidResponseError(f"execution #{position} of the page has no execution_id")
-    return Page(
-        offset=offset,
-        limit=limit,
-        rows=rows,
-        total_count=_hint(body, "total_count", minimum=0),
-        applied_limit=_hint(body, "limit", minimum=1),
+    return Page.from_rows(
+        offset,
+        limit,
+        rows,
+        total_count=read_hint(body.get("total_count"), minimum=0),
+        applied_limit=read_hint(body.get("limit"), minimum=1),
     )
 
 
-def _hint(body: dict[str, Any], name: str, *, minimum: int) -> int | None:
+def read_hint(value: Any, *, minimum: int) -> int | None:
     """A count from the response; a missing or nonsensical one is dropped, not fatal."""
-    value = body.get(name)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         return None
     return value
@@ -115,7 +176,7 @@ def iter_pages(
         yield page
         if page.is_last:
             return
-        ids = {row["execution_id"] for row in page.rows}
+        ids = set(page.ids)
         stale_pages = stale_pages + 1 if all(any(i in s for s in recent) for i in ids) else 0
         recent.append(ids)
         if stale_pages >= MAX_STALE_PAGES:
@@ -125,4 +186,4 @@ def iter_pages(
                 workflow_id=workflow_id,
                 offset=offset,
             )
-        offset = next_offset(offset, len(page.rows))
+        offset = next_offset(offset, len(page))

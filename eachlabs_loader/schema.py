@@ -13,7 +13,6 @@ Imports only ``errors`` (and pandas, pyarrow).
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -23,7 +22,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .codec import to_json_text
 from .errors import InvalidRequestError, UnparseableTimestampWarning
+from .pagination import columns_from_rows
 
 CORE_COLUMNS: tuple[str, ...] = (
     "execution_id",
@@ -49,6 +50,7 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
 """Documented fields that may be absent from a row: always present as columns."""
 
 COLUMNS: tuple[str, ...] = CORE_COLUMNS + OPTIONAL_COLUMNS
+_COLUMN_SET = frozenset(COLUMNS)
 TIMESTAMP_COLUMNS: frozenset[str] = frozenset(
     {"started_at", "ended_at", "created_at", "updated_at", "deleted_at"}
 )
@@ -86,43 +88,50 @@ def normalize_executions(
         rows: executions as the API sent them.
         bulk_id: the filter the load used; when given it fills the ``bulk_id`` column.
     """
-    rows = list(rows)
-    columns = list(COLUMNS) + _extra_columns(rows)
-    if not rows:
-        return empty_frame(columns)
+    return normalize_columns(columns_from_rows([dict(row) for row in rows]), bulk_id=bulk_id)
+
+
+def normalize_columns(
+    columns: Mapping[str, Sequence[Any]],
+    *,
+    bulk_id: str | None = None,
+    unparseable: dict[str, int] | None = None,
+) -> pd.DataFrame:
+    """The contract's DataFrame from raw values column by column (the fast path of a load).
+
+    ``columns`` maps field names to equally long value lists and holds ``execution_id``;
+    fields beyond the contract become extra columns, in the given order. Unparseable
+    timestamps are counted into ``unparseable`` when given (a load warns once at its end),
+    else warned about at once.
+    """
+    size = len(columns.get("execution_id", ()))
+    names = list(COLUMNS) + [c for c in columns if c not in _COLUMN_SET]
+    if size == 0:
+        return empty_frame(names)
+    counts = {} if unparseable is None else unparseable
     data = {}
-    for column in columns:
-        values = [row.get(column) for row in rows]
+    for column in names:
+        values = columns.get(column)
         if column == "bulk_id" and bulk_id is not None:
-            values = [bulk_id] * len(rows)
-        data[column] = (
-            normalize_timestamps(values, column=column)
-            if column in TIMESTAMP_COLUMNS
-            else normalize_strings(values)
-        )
+            values = [bulk_id] * size
+        if values is None:
+            data[column] = pd.Series([None] * size, dtype=dtype_for(column))
+        elif column in TIMESTAMP_COLUMNS:
+            data[column], lost = parse_timestamps(values)
+            counts[column] = counts.get(column, 0) + lost
+        else:
+            data[column] = normalize_strings(values)
+    if unparseable is None:
+        warn_unparseable(counts)
     return drop_duplicate_executions(pd.DataFrame(data))
-
-
-def _extra_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    known = set(COLUMNS)
-    extras: dict[str, None] = {}
-    for row in rows:
-        for key in row:
-            if key not in known and key not in extras:
-                extras[key] = None
-    return list(extras)
 
 
 def normalize_strings(values: Sequence[Any]) -> pd.Series:
     """Strings as sent, None as NA, anything else as compact JSON text."""
-    return pd.Series([to_json_text(v) for v in values], dtype=STRING_DTYPE)
-
-
-def to_json_text(value: Any) -> str | None:
-    """``None`` stays missing, a string stays itself, anything else becomes JSON text."""
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return pd.Series(pd.arrays.ArrowStringArray(pa.array(values, type=pa.large_string())))
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return pd.Series([to_json_text(v) for v in values], dtype=STRING_DTYPE)
 
 
 def normalize_timestamps(values: Sequence[Any], *, column: str = "timestamp") -> pd.Series:
@@ -131,30 +140,45 @@ def normalize_timestamps(values: Sequence[Any], *, column: str = "timestamp") ->
     None, missing and empty values become NaT quietly; anything else that does not parse
     becomes NaT too, with one ``UnparseableTimestampWarning`` naming the column and the count.
     """
-    strings = pd.Series(
-        [v if isinstance(v, str) else None for v in values], dtype=STRING_DTYPE
-    ).str.strip()
-    strings = strings.mask(strings == "")
-    not_strings = sum(1 for v in values if v is not None and not isinstance(v, str))
-    parsed = _parse_iso_strings(strings)
-    unparseable = int((strings.notna() & parsed.isna()).sum()) + not_strings
-    if unparseable:
-        warnings.warn(
-            f"column {column!r}: {unparseable} value(s) are not timestamps and became NaT",
-            UnparseableTimestampWarning,
-            stacklevel=2,
-        )
+    parsed, unparseable = parse_timestamps(values)
+    warn_unparseable({column: unparseable})
     return parsed
 
 
-def _parse_iso_strings(strings: pd.Series) -> pd.Series:
+def parse_timestamps(values: Sequence[Any]) -> tuple[pd.Series, int]:
+    """``normalize_timestamps`` without the warning: the parsed column and how many were lost."""
+    try:
+        strings = pa.array(values, type=pa.string())
+        not_strings = 0
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        strings = pa.array([v if isinstance(v, str) else None for v in values], type=pa.string())
+        not_strings = sum(1 for v in values if v is not None and not isinstance(v, str))
+    strings = pc.utf8_trim_whitespace(strings)
+    strings = pc.if_else(pc.equal(strings, ""), pa.scalar(None, pa.string()), strings)
+    parsed = _parse_iso_strings(strings)
+    given = strings.is_valid().to_numpy(zero_copy_only=False)
+    return parsed, int((given & parsed.isna().to_numpy()).sum()) + not_strings
+
+
+def warn_unparseable(counts: Mapping[str, int]) -> None:
+    """One ``UnparseableTimestampWarning`` per column that lost values."""
+    for column, count in counts.items():
+        if count:
+            warnings.warn(
+                f"column {column!r}: {count} value(s) are not timestamps and became NaT",
+                UnparseableTimestampWarning,
+                stacklevel=3,
+            )
+
+
+def _parse_iso_strings(strings: pa.Array) -> pd.Series:
     """Regex-split each string into numbers, then compute microseconds since the epoch.
 
     Plain integer arithmetic on whole columns: the same on pandas 2.2 and 3, exact to the
     microsecond for every year 0000-9999 (pandas' parsers go through nanoseconds, which end
     in 2262, and pandas 2.2 applies one row's offset to the offset-less rows after it).
     """
-    upper = pc.utf8_upper(pa.array(strings.to_numpy(dtype=object, na_value=None), pa.string()))
+    upper = pc.utf8_upper(strings)
     parts = pc.extract_regex(upper, _TIMESTAMP_RE)
     matched = parts.is_valid().to_numpy(zero_copy_only=False)
 

@@ -20,6 +20,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
+from .codec import PageDecoder
 from .config import Settings, normalize_bulk_id, validate_page_size, validate_workflow_id
 from .errors import (
     APIError,
@@ -33,8 +34,10 @@ from .errors import (
     WorkflowNotFoundError,
     describe_location,
 )
-from .pagination import Page, iter_pages, parse_executions_page
+from .pagination import Page, iter_pages
+from .parallel import ConcurrentScan
 from .retry import RetryPolicy, parse_retry_after
+from .throttle import Throttle
 
 logger = logging.getLogger("eachlabs_loader")
 
@@ -78,6 +81,7 @@ class EachlabsClient:
         session: a ``requests.Session`` to use (proxies, adapters); the client closes only
             a session it created itself.
         retry_policy: overrides the policy built from ``settings.max_retries``.
+        throttle: the gate shared by all requests (default: AIMD up to ``settings.concurrency``).
 
     Example:
         >>> with EachlabsClient(settings) as client:          # doctest: +SKIP
@@ -91,15 +95,18 @@ class EachlabsClient:
         *,
         session: requests.Session | None = None,
         retry_policy: RetryPolicy | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self.settings = settings
         self.retry_policy = retry_policy or RetryPolicy(max_retries=settings.max_retries)
+        self.throttle = throttle or Throttle(settings.concurrency)
         self.stats = ClientStats()
         self._owns_session = session is None
-        self._session = session if session is not None else requests.Session()
+        self._session = session if session is not None else _pooled_session(settings.concurrency)
         self._auth = _ApiKeyAuth(settings.api_key)
         self._origin = _origin(settings.base_url)
         self._lock = threading.Lock()
+        self._page_decoder = PageDecoder()
 
     def __repr__(self) -> str:
         return f"EachlabsClient(base_url={self.settings.base_url!r})"
@@ -137,10 +144,10 @@ class EachlabsClient:
         params: dict[str, str | int] = {"offset": offset, "limit": limit}
         if bulk_id is not None:
             params["bulk_id"] = bulk_id
-        return self.get_json(
+        return self.get_parsed(
             url,
             params,
-            parse=lambda body: parse_executions_page(body, offset=offset, limit=limit),
+            parse=lambda data: self._page_decoder.decode(data, offset=offset, limit=limit),
             workflow_id=workflow_id,
             offset=offset,
         )
@@ -166,25 +173,60 @@ class EachlabsClient:
             workflow_id=workflow_id,
         )
 
-    def get_json(
+    def scan(
+        self,
+        workflow_id: str,
+        bulk_id: str | None = None,
+        *,
+        page_size: int | None = None,
+        concurrency: int | None = None,
+    ) -> ConcurrentScan:
+        """Every page of a listing, ``concurrency`` at a time, as a verified chain.
+
+        Iterate it for the pages; its ``stats`` say what was re-fetched. ``concurrency=1``
+        (or ``settings.concurrency`` of 1) is the plain sequential scan of ``iter_pages``.
+        """
+        limit = self.settings.page_size if page_size is None else validate_page_size(page_size)
+        validate_workflow_id(workflow_id)
+        bulk_id = normalize_bulk_id(bulk_id)
+        return ConcurrentScan(
+            lambda offset: self.fetch_executions_page(
+                workflow_id, offset=offset, limit=limit, bulk_id=bulk_id
+            ),
+            limit=limit,
+            concurrency=self.settings.concurrency if concurrency is None else concurrency,
+            workflow_id=workflow_id,
+        )
+
+    def get_parsed(
         self,
         url: str,
         params: dict[str, str | int],
         *,
-        parse: Callable[[Any], T],
+        parse: Callable[[bytes], T],
         workflow_id: str | None = None,
         offset: int | None = None,
     ) -> T:
-        """GET ``url`` and ``parse`` its JSON, retrying what is transient (bad bodies included)."""
+        """GET ``url`` and ``parse`` its body, retrying what is transient (bad bodies included).
+
+        ``parse`` raises ``InvalidResponseError`` for a body that is not what it expects.
+        """
 
         def attempt() -> T:
-            status, body = self._exchange(url, params, workflow_id=workflow_id, offset=offset)
+            response = self._send(url, params, workflow_id=workflow_id, offset=offset)
+            if response.status_code >= 300:
+                raise self._status_error(response, workflow_id, offset)
             try:
-                return parse(body)
+                return parse(response.content)
             except InvalidResponseError as exc:
-                text = f"HTTP {status}: {exc.message}"
+                snippet = _snippet(self._redacted_body(response))
+                text = f"HTTP {response.status_code}: {exc.message} ({snippet})"
                 raise self._error(
-                    InvalidResponseError, text, workflow_id, offset, status_code=status
+                    InvalidResponseError,
+                    text,
+                    workflow_id,
+                    offset,
+                    status_code=response.status_code,
                 ) from None
 
         return self.retry_policy.call(attempt, on_retry=self._count_retry)
@@ -192,25 +234,6 @@ class EachlabsClient:
     def _count_retry(self, exc: BaseException, wait_s: float) -> None:
         with self._lock:
             self.stats.retries += 1
-
-    def _exchange(
-        self, url: str, params: dict[str, str | int], *, workflow_id: str | None, offset: int | None
-    ) -> tuple[int, Any]:
-        """One request (plus same-origin redirects) -> (status, decoded JSON), or raise."""
-        response = self._send(url, params, workflow_id=workflow_id, offset=offset)
-        if response.status_code >= 300:
-            raise self._status_error(response, workflow_id, offset)
-        try:
-            return response.status_code, json.loads(response.content)
-        except ValueError:
-            raise self._error(
-                InvalidResponseError,
-                f"HTTP {response.status_code} with a body that is not JSON "
-                f"({_snippet(self._redacted_body(response))})",
-                workflow_id,
-                offset,
-                status_code=response.status_code,
-            ) from None
 
     def _send(
         self,
@@ -224,14 +247,15 @@ class EachlabsClient:
             with self._lock:
                 self.stats.requests += 1
             try:
-                response = self._session.get(
-                    url,
-                    params=params,
-                    auth=self._auth,
-                    timeout=self.settings.timeout,
-                    allow_redirects=False,
-                    headers={"Accept": "application/json", "User-Agent": USER_AGENT},
-                )
+                with self.throttle.slot():
+                    response = self._session.get(
+                        url,
+                        params=params,
+                        auth=self._auth,
+                        timeout=self.settings.timeout,
+                        allow_redirects=False,
+                        headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+                    )
             except requests.exceptions.Timeout as exc:
                 raise self._error(
                     TransportError, f"timed out ({exc.__class__.__name__})", workflow_id, offset
@@ -246,6 +270,12 @@ class EachlabsClient:
                 ) from exc
             except requests.exceptions.RequestException as exc:
                 raise self._error(APIError, f"request failed: {exc}", workflow_id, offset) from exc
+            if response.status_code == 429:
+                self.throttle.record_rate_limited(
+                    parse_retry_after(response.headers.get("Retry-After"))
+                )
+            elif response.status_code < 400:
+                self.throttle.record_success()
             if response.status_code not in _REDIRECT_STATUSES or "location" not in response.headers:
                 return response
             url, params = self._redirect_target(response, workflow_id, offset), None
@@ -318,6 +348,15 @@ class EachlabsClient:
     def _redacted_body(self, response: requests.Response) -> bytes:
         """The whole body with the key blanked out, before anything is cut or parsed."""
         return response.content.replace(self.settings.api_key.encode(), b"***")
+
+
+def _pooled_session(concurrency: int) -> requests.Session:
+    """A session whose connection pool keeps one keep-alive connection per concurrent request."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(concurrency, 1))
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

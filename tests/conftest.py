@@ -59,9 +59,16 @@ def make_client(sleeps: RecordedSleep) -> Iterator[Callable[..., EachlabsClient]
     """A client on a sandbox whose retry waits are recorded, not slept (HTTP stays real)."""
     clients: list[EachlabsClient] = []
 
-    def make(sandbox: Sandbox, *, max_retries: int = 5, **settings: Any) -> EachlabsClient:
+    def make(
+        sandbox: Sandbox, *, max_retries: int = 5, concurrency: int = 1, **settings: Any
+    ) -> EachlabsClient:
+        """Sequential by default, so tests can count the requests a fault costs."""
         resolved = resolve_settings(
-            sandbox.api_key, sandbox.base_url, max_retries=max_retries, **settings
+            sandbox.api_key,
+            sandbox.base_url,
+            max_retries=max_retries,
+            concurrency=concurrency,
+            **settings,
         )
         client = EachlabsClient(
             resolved, retry_policy=RetryPolicy(max_retries=max_retries, sleep=sleeps)

@@ -24,6 +24,11 @@ def load(sandbox, workflow_id, **kwargs):
     )
 
 
+def load_sequentially(sandbox, workflow_id, **kwargs):
+    """The plain sequential scan, whose requests these tests count offset by offset."""
+    return load(sandbox, workflow_id, concurrency=1, **kwargs)
+
+
 @pytest.mark.parametrize(
     ("rows", "page_size"),
     [(rows, size) for rows in (0, 1, 99, 100, 101, 250) for size in (7, 50, 100)]
@@ -32,7 +37,7 @@ def load(sandbox, workflow_id, **kwargs):
 def test_every_execution_exactly_once_in_api_order(make_sandbox, rows, page_size):
     sandbox = make_sandbox(rows=rows, workflows=1)
     slug = sandbox.workflows[0].slug
-    frame = load(sandbox, slug, page_size=page_size)
+    frame = load_sequentially(sandbox, slug, page_size=page_size)
     assert frame["execution_id"].tolist() == sandbox.expected_ids(slug)
     assert frame["execution_id"].is_unique
     assert [r.offset for r in sandbox.requests] == list(
@@ -43,7 +48,7 @@ def test_every_execution_exactly_once_in_api_order(make_sandbox, rows, page_size
 
 def test_ten_thousand_executions(make_sandbox):
     sandbox = make_sandbox(rows=10_000, workflows=1)
-    frame = load(sandbox, sandbox.workflows[0].id)
+    frame = load_sequentially(sandbox, sandbox.workflows[0].id)
     assert frame["execution_id"].tolist() == sandbox.expected_ids(sandbox.workflows[0].id)
     assert len(sandbox.requests) == 101
 
@@ -60,7 +65,7 @@ def test_response_variants_and_capped_totals_give_the_same_rows(make_sandbox, va
 def test_lying_hints_change_nothing(make_sandbox):
     sandbox = make_sandbox(rows=123, workflows=1, lying_hints=True)
     slug = sandbox.workflows[0].slug
-    frame = load(sandbox, slug, page_size=20)
+    frame = load_sequentially(sandbox, slug, page_size=20)
     assert frame["execution_id"].tolist() == sandbox.expected_ids(slug)
     assert [r.offset for r in sandbox.requests] == [0, 20, 40, 60, 80, 100, 120, 123]
 
@@ -69,7 +74,7 @@ def test_lying_hints_change_nothing(make_sandbox):
 def test_a_host_with_smaller_pages_loses_nothing(make_sandbox, variant):
     sandbox = make_sandbox(rows=250, workflows=1, max_page_size=40, variant=variant)
     slug = sandbox.workflows[0].slug
-    frame = load(sandbox, slug, page_size=100)
+    frame = load_sequentially(sandbox, slug, page_size=100)
     assert frame["execution_id"].tolist() == sandbox.expected_ids(slug)
     assert [r.offset for r in sandbox.requests] == [0, 40, 80, 120, 160, 200, 240]
 
@@ -84,7 +89,7 @@ def test_slug_and_uuid_load_the_same_workflow_keyed_by_uuid(sandbox):
 def test_bulk_id_filter(sandbox):
     workflow = sandbox.workflows[0]
     bulk = bulk_id_for(workflow, 60)
-    frame = load(sandbox, workflow.slug, bulk_id=bulk.upper(), page_size=7)
+    frame = load_sequentially(sandbox, workflow.slug, bulk_id=bulk.upper(), page_size=7)
     assert frame["execution_id"].tolist() == sandbox.expected_ids(workflow.slug, bulk)
     assert len(frame) == BULK_SIZE
     assert set(frame["bulk_id"]) == {bulk}
@@ -178,7 +183,7 @@ def test_head_inserts_while_paging_give_every_execution_once(make_sandbox):
 def test_a_server_repeating_its_first_page_ends_in_an_error(sandbox):
     sandbox.add_fault("repeat", times=None)
     with pytest.raises(PaginationError, match="already seen"):
-        load(sandbox, sandbox.workflows[0].slug, page_size=10)
+        load_sequentially(sandbox, sandbox.workflows[0].slug, page_size=10)
     assert len(sandbox.requests) == 1 + MAX_STALE_PAGES  # the first page, then the stale ones
 
 
@@ -198,7 +203,8 @@ def test_environment_supplies_key_and_base_url(sandbox, monkeypatch):
         ({"page_size": 101}, InvalidRequestError, "page_size"),
         ({"timeout": 0}, InvalidRequestError, "timeout"),
         ({"max_retries": -1}, InvalidRequestError, "max_retries"),
-        ({"concurrency": 4}, InvalidRequestError, "concurrency"),
+        ({"concurrency": 0}, InvalidRequestError, "concurrency"),
+        ({"concurrency": 65}, InvalidRequestError, "concurrency"),
         ({"output": "foo://bucket/lake"}, InvalidRequestError, "output"),
         ({"progress": True}, InvalidRequestError, "progress"),
         ({"api_key": None}, AuthenticationError, "EACHLABS_API_KEY"),

@@ -42,7 +42,7 @@ class LiveList:
             ids = [f"e{k}" for k in range(top, max(top - served, -1), -1)]
             total = self.n if self.reported_total is None else self.reported_total
             applied = served if self.report_limit else None
-            return Page(offset, limit, [{"execution_id": i} for i in ids], total, applied)
+            return Page.from_rows(offset, limit, [{"execution_id": i} for i in ids], total, applied)
 
         return fetch_page
 
@@ -87,8 +87,10 @@ def test_head_inserts_give_duplicates_never_holes():
 def test_more_rows_than_limit_advance_by_rows_received():
     pages = iter(
         [
-            Page(0, 2, [{"execution_id": "a"}, {"execution_id": "b"}, {"execution_id": "c"}], None),
-            Page(3, 2, [{"execution_id": "d"}], None),
+            Page.from_rows(
+                0, 2, [{"execution_id": "a"}, {"execution_id": "b"}, {"execution_id": "c"}], None
+            ),
+            Page.from_rows(3, 2, [{"execution_id": "d"}], None),
         ]
     )
     offsets: list[int] = []
@@ -106,7 +108,7 @@ def test_a_server_repeating_full_pages_raises_instead_of_looping():
 
     def same_page(offset: int) -> Page:
         calls.append(offset)
-        return Page(offset, 2, [{"execution_id": "a"}, {"execution_id": "b"}], 2)
+        return Page.from_rows(offset, 2, [{"execution_id": "a"}, {"execution_id": "b"}], 2)
 
     with pytest.raises(PaginationError, match="workflow 'wf' at offset") as info:
         collect(iter_pages(same_page, limit=2, workflow_id="wf"))
@@ -122,8 +124,8 @@ def test_parse_accepts_both_response_variants():
     vendor = parse_executions_page(
         {"executions": [row], "limit": 5, "total_count": 9}, offset=0, limit=5
     )
-    assert seed == Page(0, 5, [row], 9)
-    assert vendor == Page(0, 5, [row], 9, applied_limit=5)
+    assert seed == Page.from_rows(0, 5, [row], 9)
+    assert vendor == Page.from_rows(0, 5, [row], 9, applied_limit=5)
 
 
 def test_parse_treats_null_executions_as_empty_and_drops_bad_totals():
@@ -177,7 +179,7 @@ def test_a_short_page_agreeing_with_every_hint_ends_the_scan():
 
 def test_short_pages_of_rows_already_seen_also_end_in_an_error():
     def same_short_page(offset: int) -> Page:
-        return Page(offset, 10, [{"execution_id": "a"}], 100)
+        return Page.from_rows(offset, 10, [{"execution_id": "a"}], 100)
 
     with pytest.raises(PaginationError):
         collect(iter_pages(same_short_page, limit=10))

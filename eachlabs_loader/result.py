@@ -1,0 +1,55 @@
+"""LoadResult: what one load or write did, for logs, schedulers and notebooks.
+
+Imports nothing from the package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class LoadResult:
+    """Counts of a load. ``rows_written`` = ``rows_inserted`` + ``rows_updated``.
+
+    The paging side: ``pages`` fetched in all, of which ``pages_refetched`` re-read a range
+    after neighbouring pages were found not to overlap (``gaps_repaired`` such ranges), and
+    the API's ``total_count`` at the start and the end of the load (it moves while new
+    executions arrive). ``lowest_concurrency`` is where rate limiting pushed the pool.
+    A DataFrame load carries its result in ``frame.attrs["eachlabs"]``.
+    """
+
+    output: str | None = None
+    rows_fetched: int = 0
+    rows_returned: int = 0
+    rows_written: int = 0
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    partitions_touched: int = 0
+    files_written: int = 0
+    requests: int = 0
+    retries: int = 0
+    pages: int = 0
+    pages_refetched: int = 0
+    gaps_repaired: int = 0
+    total_count_start: int | None = None
+    total_count_end: int | None = None
+    concurrency: int = 1
+    lowest_concurrency: int = 1
+    elapsed_s: float = 0.0
+
+    def __repr__(self) -> str:
+        where = f"{self.output!r}: " if self.output is not None else ""
+        written = (
+            f"{self.rows_written:,} written ({self.rows_inserted:,} new, "
+            f"{self.rows_updated:,} updated) in {self.files_written:,} files of "
+            f"{self.partitions_touched:,} partitions touched"
+            if self.output is not None
+            else f"{self.rows_returned:,} returned"
+        )
+        return (
+            f"<LoadResult {where}{self.rows_fetched:,} rows fetched, {written}; "
+            f"{self.requests:,} requests, {self.retries:,} retries, "
+            f"{self.pages_refetched:,} pages re-fetched, total_count "
+            f"{self.total_count_start}->{self.total_count_end}, {self.elapsed_s:.2f}s>"
+        )

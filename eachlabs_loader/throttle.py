@@ -1,0 +1,104 @@
+"""Throttle: one gate shared by every thread of a load, so a 429 slows the whole pool.
+
+AIMD, as TCP does it: requests in flight are capped by a limit that halves when the API says
+"too many requests" (at most once per pause, so a burst of 429s from one overload counts
+once) and grows back by one slot per ``limit`` successes. While a ``Retry-After`` pause runs,
+no thread sends anything. Stdlib only; imports nothing from the package.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+logger = logging.getLogger("eachlabs_loader")
+
+DEFAULT_PAUSE_S = 1.0
+"""How long everyone waits after a 429 without ``Retry-After``."""
+
+
+class Throttle:
+    """Caps requests in flight at an adaptive limit between 1 and ``max_concurrency``."""
+
+    def __init__(
+        self,
+        max_concurrency: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_concurrency = max_concurrency
+        self.limit = float(max_concurrency)
+        self.lowest_limit = max_concurrency
+        self.decreases = 0
+        self.paused_s = 0.0
+        self._in_flight = 0
+        self._paused_until = 0.0
+        self._pause_owner: int | None = None
+        self._clock = clock
+        self._cond = threading.Condition()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of the ``limit`` slots for the duration of a request."""
+        self._acquire()
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _acquire(self) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            while True:
+                wait = self._paused_until - self._clock()
+                if wait > 0 and me != self._pause_owner:  # the owner already waits in its retry
+                    self._cond.wait(wait)
+                elif self._in_flight < int(self.limit):
+                    self._in_flight += 1
+                    return
+                else:
+                    self._cond.wait()
+
+    def _release(self) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    def record_success(self) -> None:
+        """Additive increase: about one more slot per ``limit`` successful requests."""
+        with self._cond:
+            if self.limit < self.max_concurrency:
+                self.limit = min(float(self.max_concurrency), self.limit + 1 / self.limit)
+                self._cond.notify_all()
+
+    def record_rate_limited(self, retry_after: float | None) -> None:
+        """Multiplicative decrease, and a pause for everyone (``Retry-After`` or a default)."""
+        pause = DEFAULT_PAUSE_S if retry_after is None else retry_after
+        with self._cond:
+            now = self._clock()
+            if now >= self._paused_until:  # one decrease per overload, however many 429s
+                before = int(self.limit)
+                self.limit = max(1.0, self.limit / 2)
+                self.decreases += 1
+                self.lowest_limit = min(self.lowest_limit, int(self.limit))
+                logger.warning(
+                    "rate limited (HTTP 429): concurrency %d -> %d, all requests paused %.2fs",
+                    before,
+                    int(self.limit),
+                    pause,
+                ) if before > 1 else logger.warning(
+                    "rate limited (HTTP 429): all requests paused %.2fs", pause
+                )
+            until = now + pause
+            if until > self._paused_until:
+                self.paused_s += until - max(now, self._paused_until)
+                self._paused_until = until
+                self._pause_owner = threading.get_ident()
+            self._cond.notify_all()

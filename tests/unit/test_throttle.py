@@ -1,0 +1,83 @@
+"""The shared throttle: AIMD limits and a pause every thread obeys."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from eachlabs_loader.throttle import Throttle
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_limit_halves_once_per_pause_and_successes_grow_it_back():
+    clock = Clock()
+    throttle = Throttle(8, clock=clock)
+    for _ in range(5):  # a burst of 429s from one overload
+        throttle.record_rate_limited(retry_after=2.0)
+    assert throttle.limit == 4 and throttle.decreases == 1
+    clock.now += 2.5
+    throttle.record_rate_limited(retry_after=None)  # a new overload after the pause
+    assert throttle.limit == 2 and throttle.lowest_limit == 2
+    for _ in range(3):
+        throttle.record_success()
+    assert 2 < throttle.limit < 4  # additive: about one slot per `limit` successes
+    for _ in range(100):
+        throttle.record_success()
+    assert throttle.limit == 8
+
+
+def test_limit_never_drops_below_one():
+    clock = Clock()
+    throttle = Throttle(2, clock=clock)
+    for _ in range(10):
+        throttle.record_rate_limited(retry_after=0.0)
+        clock.now += 1
+    assert throttle.limit == 1
+
+
+def test_slots_cap_requests_in_flight():
+    throttle = Throttle(3)
+    peak, current, lock = [0], [0], threading.Lock()
+
+    def work() -> None:
+        with throttle.slot():
+            with lock:
+                current[0] += 1
+                peak[0] = max(peak[0], current[0])
+            time.sleep(0.02)
+            with lock:
+                current[0] -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 3
+
+
+def test_a_pause_holds_every_other_thread_but_not_the_one_that_waits_in_its_retry():
+    throttle = Throttle(4)
+    throttle.record_rate_limited(retry_after=0.3)  # reported by this thread
+    started = time.monotonic()
+    with throttle.slot():
+        pass
+    assert time.monotonic() - started < 0.1  # the owner goes on (its retry already waited)
+    waited: list[float] = []
+
+    def other() -> None:
+        begin = time.monotonic()
+        with throttle.slot():
+            waited.append(time.monotonic() - begin)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    assert waited[0] >= 0.2
