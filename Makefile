@@ -5,6 +5,7 @@
 PYTHON ?= python3
 VENV := .venv
 VENV22 := .venv-pandas22
+VENVBENCH := .venv-bench
 PIP_FLAGS := --quiet --disable-pip-version-check
 
 .PHONY: demo test lint test-main test-pandas22 bench clean
@@ -42,9 +43,17 @@ $(VENV22)/.installed: pyproject.toml
 	$(VENV22)/bin/python -m pip install $(PIP_FLAGS) -e '.[dev]' 'pandas>=2.2,<2.3'
 	touch $@
 
-# Benchmarks are not tests: they take minutes and print tables for BENCHMARKS.md.
-bench: $(VENV)/.installed-dev
-	$(VENV)/bin/python benchmarks/lake_memory.py --rows 100000 1000000
+# Benchmarks are not tests: they take minutes and print tables for BENCHMARKS.md. They run in
+# their own venv, with dlt installed as the peer to compare with.
+bench: $(VENVBENCH)/.installed
+	$(VENVBENCH)/bin/python benchmarks/peers.py --scenarios cpu latency inserts cpu-mixed
+	$(VENVBENCH)/bin/python benchmarks/lake_memory.py --rows 100000 1000000
+
+$(VENVBENCH)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENVBENCH)
+	$(VENVBENCH)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(VENVBENCH)/bin/python -m pip install $(PIP_FLAGS) -e '.[bench]'
+	touch $@
 
 clean:
-	rm -rf $(VENV) $(VENV22) demo-lake .pytest_cache
+	rm -rf $(VENV) $(VENV22) $(VENVBENCH) demo-lake .pytest_cache

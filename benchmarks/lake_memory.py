@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM). Not ``ru_maxrss``: Linux carries that
+    over from the parent across exec, so a child would report its parent's peak."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def child(mode: str, base_url: str, key: str, slug: str, out: str) -> None:
@@ -30,7 +39,7 @@ def child(mode: str, base_url: str, key: str, slug: str, out: str) -> None:
     else:
         frame = load_executions(slug, base_url=base_url, api_key=key)
         rows = write_executions(frame, out).rows_written
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(json.dumps({"rows": rows, "seconds": time.monotonic() - started, "peak_rss_mb": peak_mb}))
 
 

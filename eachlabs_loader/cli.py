@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--rows", type=int, default=1000, help="executions per workflow")
     sandbox.add_argument("--latency-ms", type=float, default=0.0)
     sandbox.add_argument("--seed", type=int, default=0)
+    sandbox.add_argument(
+        "--uniform-timestamps",
+        action="store_true",
+        help="send every timestamp as ...Z (the docs' form) instead of mixing the forms",
+    )
     sandbox.set_defaults(run=_run_sandbox)
     return parser
 
@@ -116,7 +121,13 @@ def summarize(frame: pd.DataFrame) -> str:
 
 
 def _run_sandbox(args: argparse.Namespace, out: TextIO) -> int:
-    sandbox = Sandbox(rows=args.rows, latency_ms=args.latency_ms, seed=args.seed, port=args.port)
+    sandbox = Sandbox(
+        rows=args.rows,
+        latency_ms=args.latency_ms,
+        seed=args.seed,
+        port=args.port,
+        timestamp_variety=not args.uniform_timestamps,
+    )
     with sandbox:
         print(f"sandbox API at {sandbox.base_url}  (also under {sandbox.origin}/v1)", file=out)
         print(f"API key: {sandbox.api_key}", file=out)

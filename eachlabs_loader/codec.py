@@ -1,21 +1,29 @@
-"""Response bodies to columns: the fast decode path, and JSON text for nested values.
+"""Response bodies to columns without per-value Python work, and JSON text for nested values.
 
-``PageDecoder`` decodes a list-executions body with msgspec straight into typed structs (no
-intermediate dicts), then pulls the fields out column by column. A body the typed decoder
-rejects (an unknown field, a wrong shape) takes the generic path: decoded to plain Python
-values and checked by ``pagination.parse_executions_page``. New fields found that way are
-learned, so the following pages are fast again. Both paths give the same columns.
+``PageDecoder`` decodes a list-executions body with msgspec into typed structs whose fields
+are raw JSON fragments (``msgspec.Raw``): nothing below a row is turned into Python objects.
+A column of fragments then becomes one Arrow string array in a single pass over contiguous
+bytes (``fragments_to_arrow``), and ``schema`` finishes the job with Arrow compute. A body
+the typed decoder rejects (an unknown field) takes the generic path: rows decoded as
+``dict[str, Raw]``, which yields the very same fragments; new fields are learned so the next
+pages are fast again. A body that is not a page at all is checked by
+``pagination.parse_executions_page`` for a precise error.
+
 msgspec enters the package here only. Imports ``pagination`` and ``errors``.
 """
 
 from __future__ import annotations
 
 import operator
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import InvalidResponseError
 from .pagination import Page, parse_executions_page, read_hint
@@ -27,7 +35,14 @@ API_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 """The row fields the API documents: the typed decoder expects these before it learns more."""
 
+STRING_FIELDS = frozenset(API_FIELDS) - {"inputs", "step_results", "output_json", "cost"}
+"""Fields documented as strings: decoded straight to ``str`` (others stay raw JSON)."""
+
+NULL = msgspec.Raw(b"null")
+"""The fragment of a missing value (absent fields decode to it too)."""
+
 _encoder = msgspec.json.Encoder()
+_WHITESPACE = r"[ \t\n\r]"
 
 
 def to_json_text(value: Any) -> str | None:
@@ -45,20 +60,73 @@ def decode_json(data: bytes) -> Any:
         raise InvalidResponseError("the body is not JSON") from None
 
 
+def fragments_to_arrow(values: Sequence[Any]) -> pa.LargeStringArray:
+    """One Arrow string per value: its JSON text (``null`` for None).
+
+    Values are JSON fragments (``msgspec.Raw``, as decoded) or plain Python values (encoded
+    here, the slow path). The fast path copies the fragments' bytes once, end to end, and
+    hands Arrow the offsets: no Python object per value.
+    """
+    try:
+        data = b"".join(values)
+        lengths = np.fromiter(map(len, values), np.int64, len(values))
+    except TypeError:  # plain Python values
+        encoded = [NULL if v is None else v if type(v) is msgspec.Raw else _encoder.encode(v)
+                   for v in values]  # fmt: skip
+        data = b"".join(encoded)
+        lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.LargeStringArray.from_buffers(len(lengths), pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def text_from_fragments(fragments: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Strings as themselves, anything else as compact JSON text, ``null`` as null.
+
+    Returns the text and a mask of the values that were JSON strings.
+    """
+    is_null = pc.equal(fragments, "null")
+    is_string = pc.starts_with(fragments, '"')
+    unquoted = pc.utf8_slice_codeunits(fragments, 1, -1)
+    escaped = pc.and_(is_string, pc.match_substring(fragments, "\\"))
+    if pc.any(escaped).as_py():
+        unquoted = _replace(unquoted, escaped, fragments, lambda f: msgspec.json.decode(f))
+    loose = pc.and_(pc.invert(is_string), pc.match_substring_regex(fragments, _WHITESPACE))
+    if pc.any(loose).as_py():
+        fragments = _replace(
+            fragments,
+            loose,
+            fragments,
+            lambda f: msgspec.json.format(f.encode(), indent=-1).decode(),
+        )
+    text = pc.if_else(is_string, unquoted, fragments)
+    return pc.if_else(is_null, pa.scalar(None, pa.large_string()), text), is_string
+
+
+def _compact(fragment: str) -> str:
+    return msgspec.json.format(fragment.encode(), indent=-1).decode()
+
+
+def _replace(target: pa.Array, mask: pa.Array, source: pa.Array, convert: Any) -> pa.Array:
+    """``target`` with ``convert(source[i])`` where ``mask``: the rare values Arrow can't do."""
+    positions = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+    replacements = [convert(value) for value in source.take(positions).to_pylist()]
+    return pc.replace_with_mask(target, mask, pa.array(replacements, pa.large_string()))
+
+
 class PageDecoder:
-    """Decodes list-executions bodies to ``Page`` columns; thread-safe.
+    """Decodes list-executions bodies to ``Page`` columns of JSON fragments; thread-safe.
 
     Args:
-        fields: the row fields expected up front (the contract's columns).
+        fields: the row fields expected up front (the API's documented ones).
     """
 
     def __init__(self, fields: Sequence[str] = API_FIELDS) -> None:
         self._lock = threading.Lock()
-        self._fields: tuple[str, ...] = (
-            "execution_id",
-            *(f for f in fields if f != "execution_id"),
-        )
-        self._decoder, self._getter = self._build(self._fields)
+        rest = (f for f in fields if f != "execution_id")
+        self._fields: tuple[str, ...] = ("execution_id", *rest)
+        self._strings = STRING_FIELDS & set(self._fields)
+        self._decoder, self._getter = _typed_decoder(self._fields, self._strings)
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -69,16 +137,19 @@ class PageDecoder:
         decoder, getter, fields = self._decoder, self._getter, self._fields
         try:
             body = decoder.decode(data)
-        except msgspec.ValidationError:
+        except msgspec.ValidationError as exc:
+            self._unlearn_string(str(exc))
             return self._decode_generic(data, offset=offset, limit=limit)
         except msgspec.DecodeError:
             raise InvalidResponseError("the body is not JSON") from None
         rows = body.executions or []
         values = zip(*map(getter, rows), strict=True) if rows else ([] for _ in fields)
         columns = dict(zip(fields, map(list, values), strict=True))
-        for position, execution_id in enumerate(columns["execution_id"]):
-            if not isinstance(execution_id, str) or not execution_id:
-                raise InvalidResponseError(f"execution #{position} of the page has no execution_id")
+        ids = columns["execution_id"]
+        if not all(ids):
+            raise InvalidResponseError(
+                f"execution #{ids.index('')} of the page has no execution_id"
+            )
         return Page(
             offset,
             limit,
@@ -88,29 +159,86 @@ class PageDecoder:
         )
 
     def _decode_generic(self, data: bytes, *, offset: int, limit: int) -> Page:
-        page = parse_executions_page(decode_json(data), offset=offset, limit=limit)
-        new = [name for name in page.columns if name not in self._fields]
+        try:
+            body = _LOOSE_DECODER.decode(data)
+        except msgspec.DecodeError:
+            # Not even a list of objects: let the plain checks say precisely what is wrong.
+            parse_executions_page(decode_json(data), offset=offset, limit=limit)
+            raise InvalidResponseError("the response is not a page of executions") from None
+        rows: list[dict[str, msgspec.Raw]] = body.executions or []
+        names: dict[str, None] = dict.fromkeys(self._fields)
+        for row in rows:
+            names.update(dict.fromkeys(row))
+        ids = [_execution_id(row, position) for position, row in enumerate(rows)]
+        columns: dict[str, list[Any]] = {"execution_id": ids}
+        for name in list(names)[1:]:
+            columns[name] = [row.get(name, NULL) for row in rows]
+        self._learn([n for n in names if n not in self._fields])
+        return Page(
+            offset,
+            limit,
+            columns,
+            total_count=read_hint(body.total_count, minimum=0),
+            applied_limit=read_hint(body.limit, minimum=1),
+        )
+
+    def _learn(self, new: list[str]) -> None:
         if new:
             with self._lock:
                 fields = self._fields + tuple(n for n in new if n not in self._fields)
-                self._decoder, self._getter = self._build(fields)
+                self._decoder, self._getter = _typed_decoder(fields, self._strings)
                 self._fields = fields
-        return page
 
-    @staticmethod
-    def _build(fields: tuple[str, ...]) -> tuple[msgspec.json.Decoder[Any], Any]:
-        # Struct attributes get safe names (f0, f1...): API field names need not be identifiers.
-        names = [f"f{i}" for i in range(len(fields))]
-        row = msgspec.defstruct(
-            "Row",
-            [(names[0], Any), *((name, Any, None) for name in names[1:])],
-            rename=dict(zip(names, fields, strict=True)),
-            forbid_unknown_fields=True,
-            gc=False,
-        )
-        body = msgspec.defstruct(
-            "Body",
-            [("executions", list[row] | None), ("total_count", Any, None), ("limit", Any, None)],
-        )
-        getter = operator.attrgetter(*names)
-        return msgspec.json.Decoder(body), (getter if len(names) > 1 else lambda r: (getter(r),))
+    def _unlearn_string(self, message: str) -> None:
+        """A documented string field came as something else: decode it raw from now on."""
+        match = re.search(r"\$\.executions\[\d+\]\.(.+)`$", message)
+        name = match.group(1) if match else None
+        if name in self._strings and name != "execution_id":
+            with self._lock:
+                self._strings = self._strings - {name}
+                self._decoder, self._getter = _typed_decoder(self._fields, self._strings)
+
+
+def _execution_id(row: dict[str, msgspec.Raw], position: int) -> str:
+    raw = row.get("execution_id")
+    value = msgspec.json.decode(raw) if raw is not None else None
+    if not isinstance(value, str) or not value:
+        raise InvalidResponseError(f"execution #{position} of the page has no execution_id")
+    return value
+
+
+class _LooseBody(msgspec.Struct):
+    executions: list[dict[str, msgspec.Raw]] | None
+    total_count: Any = None
+    limit: Any = None
+
+
+_LOOSE_DECODER = msgspec.json.Decoder(_LooseBody)
+
+
+def _typed_decoder(
+    fields: tuple[str, ...], strings: frozenset[str] | set[str]
+) -> tuple[msgspec.json.Decoder[Any], Any]:
+    """A decoder for rows with exactly ``fields`` (others rejected) and a column getter.
+
+    ``strings`` are decoded to ``str | None``; every other field stays a raw JSON fragment.
+    """
+    # Struct attributes get safe names (f0, f1...): API field names need not be identifiers.
+    names = [f"f{i}" for i in range(len(fields))]
+    kinds = [
+        (name, str | None, None) if field in strings else (name, msgspec.Raw, NULL)
+        for name, field in zip(names[1:], fields[1:], strict=True)
+    ]
+    row = msgspec.defstruct(
+        "Row",
+        [(names[0], str), *kinds],
+        rename=dict(zip(names, fields, strict=True)),
+        forbid_unknown_fields=True,
+        gc=False,
+    )
+    body = msgspec.defstruct(
+        "Body",
+        [("executions", list[row] | None), ("total_count", Any, None), ("limit", Any, None)],
+    )
+    getter = operator.attrgetter(*names)
+    return msgspec.json.Decoder(body), (getter if len(names) > 1 else lambda r: (getter(r),))

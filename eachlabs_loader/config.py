@@ -14,7 +14,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from .errors import AuthenticationError, InvalidRequestError
@@ -54,6 +54,8 @@ class Settings:
     max_retries: int = DEFAULT_MAX_RETRIES
     timeout: tuple[float, float] = DEFAULT_TIMEOUT_S
     concurrency: int = DEFAULT_CONCURRENCY
+    proxies: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    ca_bundle: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -81,7 +83,7 @@ def resolve_settings(
         InvalidRequestError: any other value out of range or malformed.
     """
     env = os.environ if env is None else env
-    return Settings(
+    settings = Settings(
         api_key=_validate_api_key(api_key if api_key is not None else env.get(API_KEY_ENV)),
         base_url=validate_base_url(
             base_url if base_url is not None else env.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
@@ -92,6 +94,47 @@ def resolve_settings(
         timeout=validate_timeout(timeout),
         concurrency=_validate_int("concurrency", concurrency, low=1, high=MAX_CONCURRENCY),
     )
+    return replace(
+        settings,
+        proxies=_proxies_for(settings.base_url, env),
+        ca_bundle=env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or None,
+    )
+
+
+def _proxies_for(base_url: str, env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The proxy per scheme for the API host, from the usual variables, read once.
+
+    The same variables requests honours (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``...);
+    loopback hosts (the sandbox) never go through a proxy.
+    """
+
+    def get(name: str) -> str | None:
+        return env.get(name) or env.get(name.upper())
+
+    host = (urlsplit(base_url).hostname or "").lower()
+    if is_loopback_host(host) or _bypasses_proxy(host, get("no_proxy") or ""):
+        return ()
+    pairs = []
+    for scheme in ("http", "https"):
+        proxy = get(f"{scheme}_proxy") or get("all_proxy")
+        if proxy:
+            pairs.append((scheme, proxy))
+    return tuple(pairs)
+
+
+def _bypasses_proxy(host: str, no_proxy: str) -> bool:
+    for entry in no_proxy.replace(" ", ",").split(","):
+        entry = entry.strip().lower().split(":")[0].lstrip(".")
+        if not entry:
+            continue
+        if entry == "*" or host == entry or host.endswith("." + entry):
+            return True
+        try:
+            if ipaddress.ip_address(host) in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            pass
+    return False
 
 
 def _validate_api_key(api_key: object) -> str:

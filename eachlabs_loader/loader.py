@@ -15,6 +15,7 @@ from typing import Any, overload
 import pandas as pd
 import pyarrow.fs as pafs
 
+from .codec import NULL
 from .config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
@@ -27,7 +28,7 @@ from .config import (
 )
 from .errors import InvalidRequestError
 from .lake import LakeWriter
-from .pagination import ColumnBuffer
+from .pagination import ColumnBuffer, Page
 from .result import LoadResult
 from .schema import drop_duplicate_executions, normalize_columns, warn_unparseable
 from .storage import resolve_location
@@ -35,7 +36,7 @@ from .transport import EachlabsClient
 
 logger = logging.getLogger("eachlabs_loader")
 
-CHUNK_ROWS = 10_000
+CHUNK_ROWS = 5_000
 """Rows normalised at a time when streaming into the lake (memory stays bounded)."""
 
 
@@ -205,13 +206,15 @@ class _Load:
 
     def frames(self, chunk_rows: int) -> Iterator[pd.DataFrame]:
         """Contract frames of about ``chunk_rows`` rows, normalised while later pages load."""
-        chunk = ColumnBuffer()
+        chunk = ColumnBuffer(fill=NULL)
+        previous: Page | None = None
         for page in self.scan:
-            chunk.extend(page.columns)
+            chunk.extend(_without_repeats(previous, page))
             self.rows_fetched += len(page)
+            previous = page
             if len(chunk) >= chunk_rows:
                 yield self._normalize(chunk)
-                chunk = ColumnBuffer()
+                chunk = ColumnBuffer(fill=NULL)
         if len(chunk):
             yield self._normalize(chunk)
         warn_unparseable(self.unparseable)
@@ -230,8 +233,8 @@ class _Load:
             gaps_repaired=stats.gaps_repaired,
             total_count_start=stats.total_count_start,
             total_count_end=stats.total_count_end,
-            concurrency=self.scan.concurrency,
-            lowest_concurrency=min(self.scan.concurrency, throttle.lowest_limit),
+            concurrency=self.scan.effective_concurrency,
+            lowest_concurrency=min(self.scan.effective_concurrency, throttle.lowest_limit),
             elapsed_s=time.monotonic() - self._started,
         )
         logger.info(
@@ -248,6 +251,33 @@ class _Load:
             result.elapsed_s,
         )
         return result
+
+
+def _without_repeats(previous: Page | None, page: Page) -> dict[str, list[Any]]:
+    """``page``'s columns minus rows identical to the same execution in ``previous``.
+
+    Neighbouring pages overlap on purpose (see ``parallel``); dropping the repeats here
+    saves normalising them twice. A repeated execution that changed in between is kept:
+    the newest ``updated_at`` wins later, as for any duplicate.
+    """
+    if previous is None:
+        return page.columns
+    seen = {execution_id: i for i, execution_id in enumerate(previous.ids)}
+    names = [n for n in page.columns if n in previous.columns]
+    repeats = [
+        j
+        for j, execution_id in enumerate(page.ids)
+        if execution_id in seen
+        and len(names) == len(page.columns)
+        and all(previous.columns[n][seen[execution_id]] == page.columns[n][j] for n in names)
+    ]
+    if not repeats:
+        return page.columns
+    if repeats == list(range(len(repeats))):  # the usual case: the first rows of the page
+        return {name: values[len(repeats) :] for name, values in page.columns.items()}
+    drop = set(repeats)
+    keep = [j for j in range(len(page)) if j not in drop]
+    return {name: [values[j] for j in keep] for name, values in page.columns.items()}
 
 
 def _reject_unsupported(*, progress: Any) -> None:

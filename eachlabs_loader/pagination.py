@@ -86,23 +86,24 @@ def columns_from_rows(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
 
 
 class ColumnBuffer:
-    """Pages' columns appended end to end; a field first seen late is None before it."""
+    """Pages' columns appended end to end; a field a page lacks is ``fill`` there."""
 
-    def __init__(self) -> None:
+    def __init__(self, fill: Any = None) -> None:
         self.columns: dict[str, list[Any]] = {"execution_id": []}
         self.size = 0
+        self._fill = fill
 
     def extend(self, columns: dict[str, list[Any]]) -> None:
         added = len(columns["execution_id"])
         for name, values in columns.items():
             column = self.columns.get(name)
             if column is None:
-                column = self.columns[name] = [None] * self.size
+                column = self.columns[name] = [self._fill] * self.size
             column.extend(values)
         self.size += added
         for column in self.columns.values():
             if len(column) < self.size:
-                column.extend([None] * (self.size - len(column)))
+                column.extend([self._fill] * (self.size - len(column)))
 
     def __len__(self) -> int:
         return self.size

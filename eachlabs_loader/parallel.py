@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +30,11 @@ from .pagination import MAX_STALE_PAGES, Page, iter_pages
 
 logger = logging.getLogger("eachlabs_loader")
 
+MIN_ROUND_TRIP_S = 0.005
+"""A first page faster than this (a local API) is paged sequentially: threads only add
+contention once decoding, not waiting, is the bottleneck (BENCHMARKS.md, scenario cpu)."""
+PREFETCH_PAGES = 64
+"""Pages fetched ahead of the consumer, so normalising a chunk does not stall the pool."""
 MAX_BRIDGE_PAGES = 1_000
 """Sequential pages one bridge may take before paging gives up (a list moving too fast)."""
 
@@ -45,8 +51,8 @@ class ScanStats:
 
 
 def default_overlap(limit: int) -> int:
-    """Rows shared by neighbouring pages: 5% of a page, at least one."""
-    return max(1, limit // 20)
+    """Rows shared by neighbouring pages: 10% of a page, at least one."""
+    return max(1, limit // 10)
 
 
 class ConcurrentScan:
@@ -58,6 +64,7 @@ class ConcurrentScan:
         concurrency: pages in flight at once; 1 gives a plain sequential scan.
         overlap: rows shared by planned neighbours (default ``default_overlap``).
         workflow_id: only names the workflow in errors.
+        min_round_trip_s: below this first-page round trip the scan stays sequential.
     """
 
     def __init__(
@@ -68,26 +75,34 @@ class ConcurrentScan:
         concurrency: int,
         overlap: int | None = None,
         workflow_id: str | None = None,
+        min_round_trip_s: float = MIN_ROUND_TRIP_S,
     ) -> None:
         self.fetch_page = fetch_page
         self.limit = limit
         self.concurrency = concurrency
         self.overlap = default_overlap(limit) if overlap is None else overlap
         self.workflow_id = workflow_id
+        self.min_round_trip_s = min_round_trip_s
+        self.effective_concurrency = concurrency
         self.stats = ScanStats()
         self._lock = threading.Lock()
 
     def __iter__(self) -> Iterator[Page]:
         if self.concurrency == 1:
-            for page in iter_pages(self._fetch, limit=self.limit, workflow_id=self.workflow_id):
-                if self.stats.total_count_start is None:
-                    self.stats.total_count_start = page.total_count
-                yield page
+            yield from self._plain(0)
             return
+        started = time.perf_counter()
         first = self._fetch(0)
+        round_trip = time.perf_counter() - started
         self.stats.total_count_start = first.total_count
         yield first
         if first.is_last:
+            return
+        if round_trip < self.min_round_trip_s:
+            # The API answers faster than a page can be decoded: the client is the bottleneck
+            # and threads would only contend for the interpreter. Page on, sequentially.
+            self.effective_concurrency = 1
+            yield from self._plain(len(first))
             return
         # The server may page in smaller steps than asked: plan with what it really sends.
         size = min(self.limit, len(first))
@@ -97,6 +112,16 @@ class ConcurrentScan:
         else:
             tail = first
         yield from self._sequential(tail)
+
+    def _plain(self, start_offset: int) -> Iterator[Page]:
+        """The plain sequential scan (``pagination.iter_pages``)."""
+        pages = iter_pages(
+            self._fetch, limit=self.limit, start_offset=start_offset, workflow_id=self.workflow_id
+        )
+        for page in pages:
+            if self.stats.total_count_start is None:
+                self.stats.total_count_start = page.total_count
+            yield page
 
     def _fetch(self, offset: int) -> Page:
         page = self.fetch_page(offset)
@@ -116,7 +141,7 @@ class ConcurrentScan:
             def refill() -> None:
                 for offset in offsets:
                     window.append(pool.submit(self._fetch, offset))
-                    if len(window) >= 2 * self.concurrency:
+                    if len(window) >= max(4 * self.concurrency, PREFETCH_PAGES):
                         return
 
             refill()
@@ -191,7 +216,9 @@ class ConcurrentScan:
             prev.offset,
             target.offset,
         )
-        offset, last, target_ids = self._now_at(prev), prev, set(target.ids)
+        # Start where prev's last rows are now: one page usually spans the hole.
+        offset = self._now_at(prev) + max(0, len(prev) - self.overlap)
+        last, target_ids = prev, set(target.ids)
         target_end = self._position(target) + len(target)
         for _ in range(MAX_BRIDGE_PAGES):
             page = self._fetch(offset)

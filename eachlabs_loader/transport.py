@@ -102,7 +102,7 @@ class EachlabsClient:
         self.throttle = throttle or Throttle(settings.concurrency)
         self.stats = ClientStats()
         self._owns_session = session is None
-        self._session = session if session is not None else _pooled_session(settings.concurrency)
+        self._session = session if session is not None else _pooled_session(settings)
         self._auth = _ApiKeyAuth(settings.api_key)
         self._origin = _origin(settings.base_url)
         self._lock = threading.Lock()
@@ -350,10 +350,20 @@ class EachlabsClient:
         return response.content.replace(self.settings.api_key.encode(), b"***")
 
 
-def _pooled_session(concurrency: int) -> requests.Session:
-    """A session whose connection pool keeps one keep-alive connection per concurrent request."""
+def _pooled_session(settings: Settings) -> requests.Session:
+    """A session with one keep-alive connection per concurrent request.
+
+    The environment (proxies, CA bundle) was read once by ``resolve_settings``: requests
+    would otherwise scan it on every request, which costs more than decoding the page.
+    """
     session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(concurrency, 1))
+    session.trust_env = False
+    session.proxies.update(dict(settings.proxies))
+    if settings.ca_bundle:
+        session.verify = settings.ca_bundle
+    adapter = requests.adapters.HTTPAdapter(
+        pool_connections=1, pool_maxsize=max(settings.concurrency, 1)
+    )
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from eachlabs_loader import InvalidResponseError
 from eachlabs_loader.codec import API_FIELDS, PageDecoder, to_json_text
-from eachlabs_loader.pagination import columns_from_rows, parse_executions_page
-from eachlabs_loader.schema import COLUMNS
+from eachlabs_loader.pagination import columns_from_rows
+from eachlabs_loader.schema import COLUMNS, normalize_columns, normalize_executions
 
 ROWS = [
     {
@@ -26,31 +27,63 @@ ROWS = [
 
 
 def body(rows, **extra) -> bytes:
-    return json.dumps({"executions": rows, **extra}).encode()
+    return json.dumps({"executions": rows, **extra}, ensure_ascii=False).encode()
+
+
+def frame_of(page):
+    return normalize_columns(page.columns)
 
 
 def test_api_fields_are_the_contract_columns():
     assert set(API_FIELDS) == set(COLUMNS)
 
 
-def test_typed_and_generic_paths_give_the_same_columns():
-    decoder = PageDecoder()
-    fast = decoder.decode(body(ROWS, total_count=2, limit=5), offset=0, limit=5)
-    generic = parse_executions_page(json.loads(body(ROWS)), offset=0, limit=5)
-    for name, values in fast.columns.items():
-        assert values == generic.columns.get(name, [None, None]), name
-    assert (fast.total_count, fast.applied_limit) == (2, 5)
-    assert fast.ids == ["e1", "e2"]
+def test_typed_generic_and_dict_paths_give_the_same_frame():
+    fast_page = PageDecoder().decode(body(ROWS, total_count=2, limit=5), offset=0, limit=5)
+    assert (fast_page.total_count, fast_page.applied_limit) == (2, 5)
+    assert fast_page.ids == ["e1", "e2"]
+    with_extra = [dict(row, region="eu") for row in ROWS]
+    generic_page = PageDecoder().decode(body(with_extra), offset=0, limit=5)
+    fast, generic, from_dicts = (
+        frame_of(fast_page),
+        frame_of(generic_page),
+        normalize_executions(ROWS),
+    )
+    pd.testing.assert_frame_equal(fast, from_dicts)
+    pd.testing.assert_frame_equal(generic.drop(columns=["region"]), fast)
+    assert fast.loc[0, "inputs"] == '{"prompt":"ü","n":[1,2]}'
+    assert fast.loc[0, "version_id"] == "3" and fast.loc[0, "cost"] == "0.25"
+
+
+OUTPUT = 'line\nbreak "quoted" \u00fc \\ done'
+
+
+def test_json_text_is_made_compact_and_strings_are_unescaped():
+    rows = [
+        {
+            "execution_id": "e1",
+            "output": OUTPUT,
+            "inputs": {"a": [1, 2], "b": {"c": None}},
+            "output_json": "just a string",
+        }
+    ]
+    data = json.dumps({"executions": rows}, indent=2).encode()  # whitespace everywhere
+    frame = frame_of(PageDecoder().decode(data, offset=0, limit=5))
+    assert frame.loc[0, "output"] == OUTPUT
+    assert frame.loc[0, "inputs"] == '{"a":[1,2],"b":{"c":null}}'
+    assert frame.loc[0, "output_json"] == "just a string"
 
 
 def test_unknown_fields_are_kept_then_learned_for_the_next_pages():
     decoder = PageDecoder()
     rows = [dict(ROWS[0], region="eu", **{"odd-name": 1, "class": True})]
-    first = decoder.decode(body(rows), offset=0, limit=5)
-    assert first.columns["region"] == ["eu"] and first.columns["odd-name"] == [1]
+    first = frame_of(decoder.decode(body(rows), offset=0, limit=5))
+    assert first.loc[0, "region"] == "eu" and first.loc[0, "odd-name"] == "1"
+    assert first.loc[0, "class"] == "true"
     assert {"region", "odd-name", "class"} <= set(decoder.fields)
     second = decoder.decode(body([dict(ROWS[1], region="us")]), offset=1, limit=5)
-    assert second.columns["region"] == ["us"] and second.columns["class"] == [None]
+    assert frame_of(second).loc[0, "region"] == "us"
+    assert pd.isna(frame_of(second).loc[0, "class"])
 
 
 def test_null_executions_is_an_empty_page():
@@ -91,3 +124,18 @@ def test_columns_from_rows_fills_missing_fields_with_none():
         "x": [1, None],
         "y": [None, 2],
     }
+
+
+def test_a_string_field_that_turns_out_otherwise_is_decoded_raw_from_then_on():
+    from eachlabs_loader.codec import NULL
+    from eachlabs_loader.pagination import ColumnBuffer
+
+    decoder = PageDecoder()
+    first = decoder.decode(body([{"execution_id": "a", "version_id": "v1"}]), offset=0, limit=5)
+    second = decoder.decode(body([{"execution_id": "b", "version_id": 2}]), offset=1, limit=5)
+    third = decoder.decode(body([{"execution_id": "c", "version_id": {"n": 3}}]), offset=2, limit=5)
+    buffer = ColumnBuffer(fill=NULL)
+    for page in (first, second, third):
+        buffer.extend(page.columns)
+    frame = normalize_columns(buffer.columns)
+    assert frame["version_id"].tolist() == ["v1", "2", '{"n":3}']

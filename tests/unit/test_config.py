@@ -158,3 +158,44 @@ def test_bulk_id_malformed(bulk_id):
 def test_invalid_request_error_is_a_value_error():
     with pytest.raises(ValueError):
         validate_workflow_id("")
+
+
+@pytest.mark.parametrize(
+    ("env", "base_url", "expected"),
+    [
+        (
+            {"HTTPS_PROXY": "http://proxy:3128"},
+            "https://api.eachlabs.ai/v1",
+            {"https": "http://proxy:3128"},
+        ),
+        (
+            {"https_proxy": "http://p:1", "http_proxy": "http://q:2"},
+            "https://a.io/v1",
+            {"https": "http://p:1", "http": "http://q:2"},
+        ),
+        (
+            {"ALL_PROXY": "socks5://s:1080"},
+            "https://a.io/v1",
+            {"https": "socks5://s:1080", "http": "socks5://s:1080"},
+        ),
+        (
+            {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "example.com,.eachlabs.ai"},
+            "https://api.eachlabs.ai/v1",
+            {},
+        ),
+        ({"HTTPS_PROXY": "http://p:1", "no_proxy": "*"}, "https://a.io/v1", {}),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "10.0.0.0/8"}, "https://10.1.2.3/v1", {}),
+        ({"HTTPS_PROXY": "http://p:1"}, "http://127.0.0.1:9/v1", {}),
+    ],
+)
+def test_proxies_are_read_once_from_the_usual_variables(env, base_url, expected):
+    settings = resolve_settings("k", base_url, env=env)
+    assert dict(settings.proxies) == expected
+    assert "p:1" not in repr(settings) and "proxy:3128" not in repr(settings)
+
+
+def test_ca_bundle_comes_from_the_requests_variable():
+    assert (
+        resolve_settings("k", env={"REQUESTS_CA_BUNDLE": "/etc/ca.pem"}).ca_bundle == "/etc/ca.pem"
+    )
+    assert resolve_settings("k", env={}).ca_bundle is None

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from eachlabs_loader import COLUMNS, CORE_COLUMNS, UnparseableTimestampWarning, normalize_executions
-from eachlabs_loader.schema import normalize_timestamps, to_json_text
+from eachlabs_loader.codec import to_json_text
+from eachlabs_loader.schema import normalize_timestamps
 
 UTC_10 = pd.Timestamp("2025-12-20T10:00:00", tz="UTC")
 
