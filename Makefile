@@ -19,11 +19,11 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check eachlabs_loader tests benchmarks
 
 test-main: $(VENV)/.installed-dev
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n 2
 
 # The same suite on the oldest pandas we support.
 test-pandas22: $(VENV22)/.installed
-	$(VENV22)/bin/python -m pytest -q -p no:cacheprovider
+	$(VENV22)/bin/python -m pytest -q -n 2 -p no:cacheprovider
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

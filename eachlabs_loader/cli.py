@@ -1,11 +1,15 @@
-"""The ``eachlabs-loader`` command: argument parsing, output and exit codes only.
+"""The ``eachlabs-loader`` command: argument parsing, logging set-up, output and exit codes.
 
-Subcommands: ``demo`` (what ``make demo`` runs) and ``sandbox`` (serve the fake API).
+eachlabs-loader executions WORKFLOW [WORKFLOW ...] [--out PATH_OR_URI] [--format ...]
+eachlabs-loader sandbox [--port N] [--rows N] [--latency-ms N] [--seed N]
+eachlabs-loader demo
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -13,8 +17,8 @@ from typing import TextIO
 
 import pandas as pd
 
+from .config import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, DEFAULT_PAGE_SIZE
 from .errors import (
-    APIError,
     AuthenticationError,
     EachlabsError,
     InvalidRequestError,
@@ -22,7 +26,9 @@ from .errors import (
 )
 from .lake import read_executions
 from .loader import load_executions
+from .result import LoadResult
 from .sandbox import Sandbox
+from .sinks import write_flat
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -31,20 +37,34 @@ EXIT_NOT_FOUND = 4
 EXIT_API = 5
 
 DEMO_ROWS = 5_000
+EXIT_CODES_HELP = """exit codes:
+  0  every workflow loaded
+  2  usage error or invalid input (nothing was requested)
+  3  authentication failed (missing or rejected key)
+  4  workflow not found
+  5  API or network failure after retries (or an unusable output)
+With --on-error skip, the other workflows are still loaded and written; the exit code is
+then that of the first failure.
+
+The API key comes from EACHLABS_API_KEY or --api-key-file, never the command line."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
+    _configure_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
     try:
-        return int(args.run(args, sys.stdout))
+        return int(args.run(args))
     except EachlabsError as exc:
         print(f"eachlabs-loader: error: {exc}", file=sys.stderr)
         return exit_code_for(exc)
+    except BrokenPipeError:
+        # The reader of our stdout went away (`| head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
-def exit_code_for(exc: EachlabsError) -> int:
+def exit_code_for(exc: BaseException) -> int:
     """2 bad input, 3 authentication, 4 not found, 5 API or network failure after retries."""
     if isinstance(exc, InvalidRequestError):
         return EXIT_USAGE
@@ -52,19 +72,32 @@ def exit_code_for(exc: EachlabsError) -> int:
         return EXIT_AUTH
     if isinstance(exc, WorkflowNotFoundError):
         return EXIT_NOT_FOUND
-    if isinstance(exc, APIError):
-        return EXIT_API
-    return EXIT_API
+    return EXIT_API  # APIError and the rest: the API or the network failed after retries
+
+
+def _configure_logging(verbosity: int) -> None:
+    """-q errors only, default warnings, -v one INFO line per load, -vv debug (urllib3 too)."""
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(
+        max(-1, min(verbosity, 2)), logging.DEBUG
+    )
+    logging.basicConfig(
+        level=logging.WARNING if level > logging.DEBUG else logging.DEBUG,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("eachlabs_loader").setLevel(level)
+    logging.getLogger().setLevel(level if level <= logging.DEBUG else logging.WARNING)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eachlabs-loader",
-        description="Load Eachlabs workflow executions.",
-        epilog="exit codes: 0 ok, 2 usage or invalid input, 3 authentication, "
-        "4 workflow not found, 5 API or network failure after retries",
+        description="Load Eachlabs workflow executions into Parquet, CSV or JSON Lines.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    _executions_parser(commands)
     demo = commands.add_parser("demo", help="load a workflow from the built-in sandbox API")
     demo.add_argument("--rows", type=int, default=DEMO_ROWS, help="executions in the demo workflow")
     demo.add_argument("--out", default="demo-lake", help="where to write the Parquet lake")
@@ -83,13 +116,125 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_demo(args: argparse.Namespace, out: TextIO) -> int:
+def _executions_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "executions",
+        help="load the executions of one or more workflows",
+        description="Load executions. Without --out, JSON Lines go to stdout.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("workflows", nargs="+", metavar="WORKFLOW", help="workflow UUID or slug")
+    parser.add_argument("--bulk-id", help="only executions of this bulk trigger (a UUID)")
+    parser.add_argument(
+        "--out",
+        metavar="PATH_OR_URI",
+        help="a directory or URI (s3://...) for the Parquet lake, or a .csv/.jsonl file",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("parquet", "csv", "jsonl"),
+        help="default: parquet for a directory or URI, else from the file name; jsonl to stdout",
+    )
+    parser.add_argument("--page-size", type=int, default=DEFAULT_PAGE_SIZE, metavar="N")
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N")
+    parser.add_argument("--max-retries", type=int, default=DEFAULT_MAX_RETRIES, metavar="N")
+    parser.add_argument("--timeout", type=float, metavar="S", help="seconds per request")
+    parser.add_argument("--base-url", metavar="URL", help="default: $EACHLABS_BASE_URL or the API")
+    parser.add_argument("--api-key-file", metavar="PATH", help="read the key from this file")
+    parser.add_argument(
+        "--on-error",
+        choices=("fail", "skip"),
+        default="fail",
+        help="with several workflows: stop at the first failure (default) or load the others",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="errors only")
+    parser.set_defaults(run=_run_executions)
+
+
+def _output_format(args: argparse.Namespace) -> str:
+    if args.format:
+        if args.format == "parquet" and not args.out:
+            raise InvalidRequestError("--format parquet needs --out (a directory or URI)")
+        return str(args.format)
+    if not args.out:
+        return "jsonl"
+    lower = args.out.lower()
+    if lower.endswith(".csv"):
+        return "csv"
+    if lower.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    return "parquet"
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    if not args.api_key_file:
+        return None
+    try:
+        with open(args.api_key_file, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError as exc:
+        raise InvalidRequestError(f"cannot read --api-key-file: {exc.strerror}") from exc
+
+
+def _run_executions(args: argparse.Namespace) -> int:
+    fmt = _output_format(args)
+    common = {
+        "api_key": _api_key(args),
+        "base_url": args.base_url,
+        "page_size": args.page_size,
+        "max_retries": args.max_retries,
+        "concurrency": args.concurrency,
+        "progress": False if args.no_progress else None,
+        "on_error": "skip" if args.on_error == "skip" else "raise",
+    }
+    if args.timeout is not None:
+        common["timeout"] = args.timeout
+    if fmt == "parquet":
+        result = load_executions(args.workflows, args.bulk_id, output=args.out, **common)
+    else:
+        frame = load_executions(args.workflows, args.bulk_id, **common)
+        result = frame.attrs["eachlabs"]
+        write_flat(frame, args.out or sys.stdout, fmt)  # type: ignore[arg-type]
+    if not args.quiet:  # the summary goes where the data does not
+        summary = _summary(result, args.out or "stdout", fmt)
+        print(summary, file=sys.stdout if args.out else sys.stderr)
+    if result.errors:
+        return exit_code_for(next(iter(result.errors.values())))
+    return EXIT_OK
+
+
+def _summary(result: LoadResult, where: str, fmt: str) -> str:
+    rows = result.rows_written if fmt == "parquet" else result.rows_returned
+    line = (
+        f"eachlabs-loader: {rows:,} executions "
+        f"{'written' if fmt == 'parquet' else 'exported'} to {where} ({fmt})"
+    )
+    if fmt == "parquet":
+        line += (
+            f": {result.rows_inserted:,} new, {result.rows_updated:,} updated, "
+            f"{result.files_written} files"
+        )
+    line += f"; {result.requests:,} requests, {result.retries} retries, {result.elapsed_s:.2f}s"
+    if result.failed:
+        line += f"; FAILED: {', '.join(sorted(result.failed))}"
+    return line
+
+
+def _run_demo(args: argparse.Namespace) -> int:
     with Sandbox(rows=args.rows, latency_ms=2) as sandbox:
         workflow = sandbox.workflows[0]
         result = load_executions(
-            workflow.slug, base_url=sandbox.base_url, api_key=sandbox.api_key, output=args.out
+            workflow.slug,
+            base_url=sandbox.base_url,
+            api_key=sandbox.api_key,
+            output=args.out,
+            progress=False,
         )
     frame = read_executions(args.out, workflow_id=workflow.id)
+    out = sys.stdout
     print(f"workflow   {workflow.name} ({workflow.slug}, {workflow.id})", file=out)
     print(
         f"loaded     {len(frame):,} executions in {result.requests} requests "
@@ -120,7 +265,8 @@ def summarize(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _run_sandbox(args: argparse.Namespace, out: TextIO) -> int:
+def _run_sandbox(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     sandbox = Sandbox(
         rows=args.rows,
         latency_ms=args.latency_ms,

@@ -8,9 +8,11 @@ imports it but the package root and the CLI.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterator
-from typing import Any, overload
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any, Literal, TypeVar, overload
 
 import pandas as pd
 import pyarrow.fs as pafs
@@ -26,9 +28,10 @@ from .config import (
     resolve_settings,
     validate_workflow_id,
 )
-from .errors import InvalidRequestError
+from .errors import EachlabsError, InvalidRequestError
 from .lake import LakeWriter
 from .pagination import ColumnBuffer, Page
+from .progress import Progress
 from .result import LoadResult
 from .schema import drop_duplicate_executions, normalize_columns, warn_unparseable
 from .storage import resolve_location
@@ -36,13 +39,18 @@ from .transport import EachlabsClient
 
 logger = logging.getLogger("eachlabs_loader")
 
+T = TypeVar("T")
+
 CHUNK_ROWS = 5_000
 """Rows normalised at a time when streaming into the lake (memory stays bounded)."""
 
 
+OnError = Literal["raise", "skip"]
+
+
 @overload
 def load_executions(
-    workflow_id: str,
+    workflow_id: str | Sequence[str],
     bulk_id: str | None = ...,
     *,
     api_key: str | None = ...,
@@ -52,15 +60,16 @@ def load_executions(
     timeout: Timeout = ...,
     concurrency: int = ...,
     output: None = ...,
-    progress: bool = ...,
+    progress: bool | None = ...,
     allow_insecure: bool = ...,
     filesystem: pafs.FileSystem | None = ...,
+    on_error: OnError = ...,
 ) -> pd.DataFrame: ...
 
 
 @overload
 def load_executions(
-    workflow_id: str,
+    workflow_id: str | Sequence[str],
     bulk_id: str | None = ...,
     *,
     api_key: str | None = ...,
@@ -70,14 +79,15 @@ def load_executions(
     timeout: Timeout = ...,
     concurrency: int = ...,
     output: Any,
-    progress: bool = ...,
+    progress: bool | None = ...,
     allow_insecure: bool = ...,
     filesystem: pafs.FileSystem | None = ...,
+    on_error: OnError = ...,
 ) -> LoadResult: ...
 
 
 def load_executions(
-    workflow_id: str,
+    workflow_id: str | Sequence[str],
     bulk_id: str | None = None,
     *,
     api_key: str | None = None,
@@ -87,14 +97,16 @@ def load_executions(
     timeout: Timeout = DEFAULT_TIMEOUT_S,
     concurrency: int = DEFAULT_CONCURRENCY,
     output: Any = None,
-    progress: bool = False,
+    progress: bool | None = None,
     allow_insecure: bool = False,
     filesystem: pafs.FileSystem | None = None,
+    on_error: OnError = "raise",
 ) -> pd.DataFrame | LoadResult:
-    """Every execution of a workflow, exactly once: as a typed DataFrame, or into a lake.
+    """Every execution of one or more workflows, exactly once: a typed DataFrame, or a lake.
 
     Args:
-        workflow_id: the workflow's UUID or slug.
+        workflow_id: a workflow's UUID or slug, or a list of them (loaded concurrently under
+            the one ``concurrency`` limit, into one DataFrame or one dataset).
         bulk_id: only executions started by this bulk trigger (a UUID).
         api_key: defaults to the ``EACHLABS_API_KEY`` environment variable.
         base_url: the API root, defaults to ``EACHLABS_BASE_URL`` or
@@ -102,18 +114,23 @@ def load_executions(
         page_size: rows per request (the API's ``limit``), 1..100.
         max_retries: retries per request for transient failures (429, 5xx, network).
         timeout: seconds, or a ``(connect, read)`` pair.
-        concurrency: pages in flight at once (default 8); 1 is a plain sequential scan.
+        concurrency: requests in flight at most (default 8); 1 is a plain sequential scan.
             Pages overlap and are checked for gaps, so the result stays exact while new
             executions arrive; a 429 shrinks the pool for everyone (see README).
         output: a directory or URI (``s3://bucket/lake``...): write the Parquet lake there
             (see ``write_executions``) and return a ``LoadResult`` instead of a DataFrame.
-        progress: reserved for a progress bar; only False is supported so far.
+        progress: a progress bar on stderr; None (default) shows it only where someone
+            watches (a terminal, a notebook).
         allow_insecure: allow plain ``http://`` to a non-loopback host (sends the key in clear).
         filesystem: an explicit ``pyarrow.fs.FileSystem`` for ``output``.
+        on_error: with several workflows, ``"raise"`` (default) raises the first failure
+            once the others are done; ``"skip"`` returns what succeeded and lists the
+            failures in the result's ``failed``.
 
     Returns:
-        One row per execution (columns and dtypes as in ``schema.COLUMNS``), or, with
-        ``output``, a ``LoadResult`` with the counts of what was fetched and written.
+        One row per execution (columns and dtypes as in ``schema.COLUMNS``; the
+        ``LoadResult`` in ``frame.attrs["eachlabs"]``), or, with ``output``, the
+        ``LoadResult`` of what was fetched and written.
 
     Raises:
         InvalidRequestError: bad input, before any request (or an HTTP 400).
@@ -130,8 +147,12 @@ def load_executions(
         >>> len(df)
         120
     """
-    workflow_id = validate_workflow_id(workflow_id)
+    workflow_ids = _workflow_ids(workflow_id)
     bulk_id = normalize_bulk_id(bulk_id)
+    if on_error not in ("raise", "skip"):
+        raise InvalidRequestError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if progress not in (None, True, False):
+        raise InvalidRequestError(f"progress must be True, False or None, got {progress!r}")
     settings = resolve_settings(
         api_key,
         base_url,
@@ -141,12 +162,13 @@ def load_executions(
         concurrency=concurrency,
         allow_insecure=allow_insecure,
     )
-    _reject_unsupported(progress=progress)
     writer = None if output is None else LakeWriter(resolve_location(output, filesystem))
-    with EachlabsClient(settings) as client:
+    with EachlabsClient(settings) as client, Progress(progress) as bar:
+        client.retry_listeners.append(bar.note_retry)
+        run = _Run(client, bulk_id, on_error=on_error, progress=bar)
         if writer is None:
-            return fetch_executions(client, workflow_id, bulk_id)
-        return export_executions(client, workflow_id, bulk_id, writer=writer)
+            return run.to_frame(workflow_ids)
+        return run.to_lake(workflow_ids, writer)
 
 
 def fetch_executions(
@@ -157,15 +179,7 @@ def fetch_executions(
     Inputs are validated here too, so nothing malformed reaches the network. The frame's
     ``attrs["eachlabs"]`` holds the ``LoadResult`` (pages, re-fetches, totals).
     """
-    load = _Load(client, workflow_id, bulk_id)
-    frames = list(load.frames(CHUNK_ROWS))
-    frame = drop_duplicate_executions(pd.concat(frames, ignore_index=True)) if frames else None
-    if frame is None or frame.empty:
-        frame = normalize_columns({"execution_id": []})
-    result = load.finish(rows=len(frame))
-    result.rows_returned = len(frame)
-    frame.attrs["eachlabs"] = result
-    return frame
+    return _Run(client, normalize_bulk_id(bulk_id)).to_frame([validate_workflow_id(workflow_id)])
 
 
 def export_executions(
@@ -174,28 +188,155 @@ def export_executions(
     bulk_id: str | None = None,
     *,
     writer: LakeWriter,
-    chunk_rows: int = CHUNK_ROWS,
 ) -> LoadResult:
-    """Stream a workflow's executions into the lake, ``chunk_rows`` at a time."""
-    load = _Load(client, workflow_id, bulk_id)
-    for frame in load.frames(chunk_rows):
-        writer.add(frame)
-    written = writer.close()
-    result = load.finish(rows=load.rows_fetched)
-    for name in ("output", "rows_written", "rows_inserted", "rows_updated"):
-        setattr(result, name, getattr(written, name))
-    result.partitions_touched, result.files_written = (
-        written.partitions_touched,
-        written.files_written,
-    )
-    return result
+    """Stream a workflow's executions into the lake held by ``writer``, then close it."""
+    run = _Run(client, normalize_bulk_id(bulk_id))
+    return run.to_lake([validate_workflow_id(workflow_id)], writer)
+
+
+def _workflow_ids(workflow_id: str | Sequence[str]) -> list[str]:
+    if isinstance(workflow_id, str):
+        return [validate_workflow_id(workflow_id)]
+    if not isinstance(workflow_id, Sequence) or not workflow_id:
+        raise InvalidRequestError(
+            "workflow_id must be a workflow UUID or slug, or a non-empty list of them"
+        )
+    ids = [validate_workflow_id(w) for w in workflow_id]
+    if len(set(ids)) != len(ids):
+        raise InvalidRequestError("workflow_id lists a workflow more than once")
+    return ids
+
+
+class _Run:
+    """One call: its workflows loaded concurrently, their failures collected, one result."""
+
+    def __init__(
+        self,
+        client: EachlabsClient,
+        bulk_id: str | None,
+        *,
+        on_error: OnError = "raise",
+        progress: Progress | None = None,
+    ) -> None:
+        self.client, self.bulk_id, self.on_error = client, bulk_id, on_error
+        self.progress = progress or Progress(False)
+        self._started = time.monotonic()
+        self._requests, self._retries = client.stats.requests, client.stats.retries
+
+    def to_frame(self, workflow_ids: list[str]) -> pd.DataFrame:
+        def one(workflow_id: str) -> tuple[pd.DataFrame | None, LoadResult]:
+            load = _Load(self.client, workflow_id, self.bulk_id, self.progress)
+            frames = list(load.frames(CHUNK_ROWS))
+            frame = pd.concat(frames, ignore_index=True) if frames else None
+            return frame, load.finish(rows=0 if frame is None else len(frame))
+
+        done, failed = self._each(workflow_ids, one)
+        frames = [frame for frame, _ in done.values() if frame is not None]
+        frame = drop_duplicate_executions(pd.concat(frames, ignore_index=True)) if frames else None
+        if frame is None or frame.empty:
+            frame = normalize_columns({"execution_id": []})
+        result = self._combine({w: r for w, (_, r) in done.items()}, failed)
+        result.rows_returned = len(frame)
+        frame.attrs["eachlabs"] = result
+        return frame
+
+    def to_lake(self, workflow_ids: list[str], writer: LakeWriter) -> LoadResult:
+        lock = threading.Lock()
+
+        def one(workflow_id: str) -> LoadResult:
+            load = _Load(self.client, workflow_id, self.bulk_id, self.progress)
+            for frame in load.frames(CHUNK_ROWS):
+                with lock:
+                    writer.add(frame)
+            return load.finish(rows=load.rows_fetched)
+
+        try:
+            done, failed = self._each(workflow_ids, one)
+        finally:
+            with lock:
+                written = writer.close()
+        result = self._combine(done, failed)
+        for name in (
+            "output",
+            "rows_written",
+            "rows_inserted",
+            "rows_updated",
+            "partitions_touched",
+            "files_written",
+        ):
+            setattr(result, name, getattr(written, name))
+        return result
+
+    def _each(
+        self, workflow_ids: list[str], task: Callable[[str], T]
+    ) -> tuple[dict[str, T], dict[str, EachlabsError]]:
+        """Run ``task`` per workflow (concurrently when there are several)."""
+        if len(workflow_ids) == 1:
+            return {workflow_ids[0]: task(workflow_ids[0])}, {}
+        workers = min(len(workflow_ids), self.client.settings.concurrency)
+        outcomes: dict[str, T | EachlabsError] = {}
+        with ThreadPoolExecutor(workers, thread_name_prefix="eachlabs-workflow") as pool:
+            futures = {pool.submit(task, w): w for w in workflow_ids}
+            for future in as_completed(futures):
+                try:
+                    outcomes[futures[future]] = future.result()
+                except EachlabsError as exc:
+                    outcomes[futures[future]] = exc
+                    logger.error("workflow %r failed: %s", futures[future], exc)
+        errors = {w: o for w in workflow_ids if isinstance(o := outcomes[w], EachlabsError)}
+        if errors and self.on_error == "raise":
+            raise next(iter(errors.values()))
+        done = {w: o for w, o in outcomes.items() if not isinstance(o, EachlabsError)}
+        return done, errors  # type: ignore[return-value]
+
+    def _combine(
+        self, results: dict[str, LoadResult], failed: dict[str, EachlabsError]
+    ) -> LoadResult:
+        if len(results) == 1 and not failed:
+            return next(iter(results.values()))
+        each = list(results.values())
+        starts = [r.total_count_start for r in each if r.total_count_start is not None]
+        ends = [r.total_count_end for r in each if r.total_count_end is not None]
+        combined = LoadResult(
+            rows_fetched=sum(r.rows_fetched for r in each),
+            requests=self.client.stats.requests - self._requests,
+            retries=self.client.stats.retries - self._retries,
+            pages=sum(r.pages for r in each),
+            pages_refetched=sum(r.pages_refetched for r in each),
+            gaps_repaired=sum(r.gaps_repaired for r in each),
+            total_count_start=sum(starts) if starts else None,
+            total_count_end=sum(ends) if ends else None,
+            concurrency=max((r.concurrency for r in each), default=1),
+            lowest_concurrency=min((r.lowest_concurrency for r in each), default=1),
+            elapsed_s=time.monotonic() - self._started,
+            workflows=results,
+            failed={w: str(exc) for w, exc in failed.items()},
+            errors=dict(failed),
+        )
+        logger.info(
+            "loaded %d workflows (%d failed): %d rows fetched, %d requests, %d retries, %.2fs",
+            len(results),
+            len(failed),
+            combined.rows_fetched,
+            combined.requests,
+            combined.retries,
+            combined.elapsed_s,
+        )
+        return combined
 
 
 class _Load:
     """One workflow's scan: pages in, normalised chunks out, counts and one INFO line."""
 
-    def __init__(self, client: EachlabsClient, workflow_id: str, bulk_id: str | None) -> None:
+    def __init__(
+        self,
+        client: EachlabsClient,
+        workflow_id: str,
+        bulk_id: str | None,
+        progress: Progress | None = None,
+    ) -> None:
         self.client = client
+        self.progress = progress or Progress(False)
         self.workflow_id = validate_workflow_id(workflow_id)
         self.bulk_id = normalize_bulk_id(bulk_id)
         self.scan = client.scan(self.workflow_id, self.bulk_id)
@@ -209,7 +350,11 @@ class _Load:
         chunk = ColumnBuffer(fill=NULL)
         previous: Page | None = None
         for page in self.scan:
-            chunk.extend(_without_repeats(previous, page))
+            if previous is None:
+                self.progress.announce(page.total_count or len(page))
+            columns = _without_repeats(previous, page)
+            chunk.extend(columns)
+            self.progress.advance(len(columns["execution_id"]))
             self.rows_fetched += len(page)
             previous = page
             if len(chunk) >= chunk_rows:
@@ -278,9 +423,3 @@ def _without_repeats(previous: Page | None, page: Page) -> dict[str, list[Any]]:
     drop = set(repeats)
     keep = [j for j in range(len(page)) if j not in drop]
     return {name: [values[j] for j in keep] for name, values in page.columns.items()}
-
-
-def _reject_unsupported(*, progress: Any) -> None:
-    """Options reserved for later features fail loudly rather than being ignored."""
-    if progress is not False:
-        raise InvalidRequestError(f"progress={progress!r} is not supported yet; only False")

@@ -5,7 +5,7 @@ Imports nothing from the package.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -16,7 +16,9 @@ class LoadResult:
     after neighbouring pages were found not to overlap (``gaps_repaired`` such ranges), and
     the API's ``total_count`` at the start and the end of the load (it moves while new
     executions arrive). ``lowest_concurrency`` is where rate limiting pushed the pool.
-    A DataFrame load carries its result in ``frame.attrs["eachlabs"]``.
+    A DataFrame load carries its result in ``frame.attrs["eachlabs"]``. A load of several
+    workflows sums them, keeps each in ``workflows`` and lists the ones that failed (with
+    ``on_error="skip"``) in ``failed``, workflow id -> error message.
     """
 
     output: str | None = None
@@ -37,6 +39,9 @@ class LoadResult:
     concurrency: int = 1
     lowest_concurrency: int = 1
     elapsed_s: float = 0.0
+    workflows: dict[str, LoadResult] = field(default_factory=dict, repr=False)
+    failed: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, Exception] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         where = f"{self.output!r}: " if self.output is not None else ""
@@ -47,8 +52,11 @@ class LoadResult:
             if self.output is not None
             else f"{self.rows_returned:,} returned"
         )
+        failures = (
+            f", {len(self.failed)} workflow(s) FAILED: {sorted(self.failed)}" if self.failed else ""
+        )
         return (
-            f"<LoadResult {where}{self.rows_fetched:,} rows fetched, {written}; "
+            f"<LoadResult {where}{self.rows_fetched:,} rows fetched, {written}{failures}; "
             f"{self.requests:,} requests, {self.retries:,} retries, "
             f"{self.pages_refetched:,} pages re-fetched, total_count "
             f"{self.total_count_start}->{self.total_count_end}, {self.elapsed_s:.2f}s>"

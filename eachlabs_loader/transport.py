@@ -48,6 +48,8 @@ MAX_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
 _MAX_MESSAGE_CHARS = 300
+MIN_REDACTED_KEY = 4
+"""Shorter 'keys' (tests, typos) are not blanked out of messages: they would blank out words."""
 
 
 @dataclass
@@ -101,6 +103,7 @@ class EachlabsClient:
         self.retry_policy = retry_policy or RetryPolicy(max_retries=settings.max_retries)
         self.throttle = throttle or Throttle(settings.concurrency)
         self.stats = ClientStats()
+        self.retry_listeners: list[Callable[[BaseException, float], None]] = []
         self._owns_session = session is None
         self._session = session if session is not None else _pooled_session(settings)
         self._auth = _ApiKeyAuth(settings.api_key)
@@ -234,6 +237,8 @@ class EachlabsClient:
     def _count_retry(self, exc: BaseException, wait_s: float) -> None:
         with self._lock:
             self.stats.retries += 1
+        for listener in self.retry_listeners:
+            listener(exc, wait_s)
 
     def _send(
         self,
@@ -343,11 +348,14 @@ class EachlabsClient:
         return cls(message, workflow_id=workflow_id, offset=offset, **kwargs)
 
     def _redact(self, text: str) -> str:
-        return text.replace(self.settings.api_key, "***")
+        key = self.settings.api_key
+        return text.replace(key, "***") if len(key) >= MIN_REDACTED_KEY else text
 
     def _redacted_body(self, response: requests.Response) -> bytes:
         """The whole body with the key blanked out, before anything is cut or parsed."""
-        return response.content.replace(self.settings.api_key.encode(), b"***")
+        key = self.settings.api_key.encode()
+        body = response.content
+        return body.replace(key, b"***") if len(key) >= MIN_REDACTED_KEY else body
 
 
 def _pooled_session(settings: Settings) -> requests.Session:

@@ -45,6 +45,7 @@ class RequestRecord:
     status: int | None = None
     fault: str | None = None
     time: float = field(default_factory=time.monotonic)
+    finished: float | None = None
 
 
 class Sandbox:
@@ -512,3 +513,4 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Retry-After", retry_after)
         self.end_headers()
         self.wfile.write(data)
+        record.finished = time.monotonic()

@@ -1,14 +1,203 @@
-"""The command line, in subprocesses: demo and sandbox."""
+"""The command line end to end, in subprocesses, against a sandbox served by the test."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
+import pandas as pd
+import pyarrow.dataset as pads
 import pytest
 import requests
 
 from eachlabs_loader.cli import main
+
+KEY = "sk-cli-test-0123456789abcdef"
+
+
+@pytest.fixture
+def api(make_sandbox):
+    return make_sandbox(rows=300, api_key=KEY)
+
+
+def run(api, *args, env_key=KEY, shell=None, **kwargs):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EACHLABS_")}
+    env.update(EACHLABS_BASE_URL=api.base_url)
+    if env_key is not None:
+        env["EACHLABS_API_KEY"] = env_key
+    command = shell or [sys.executable, "-m", "eachlabs_loader", *args]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, env=env, shell=bool(shell), **kwargs
+    )
+    assert KEY not in result.stdout and KEY not in result.stderr
+    return result
+
+
+def test_help_documents_commands_and_exit_codes():
+    for args in ([], ["executions"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "eachlabs_loader", *args, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0
+        assert "exit codes:" in result.stdout
+        for code in ("0 ", "2 ", "3 ", "4 ", "5 "):
+            assert f"  {code}" in result.stdout
+    assert "--api-key-file" in result.stdout and "--on-error" in result.stdout
+
+
+def test_parquet_lake_by_default_for_a_directory(api, tmp_path):
+    slug = api.workflows[0].slug
+    result = run(api, "executions", slug, "--out", str(tmp_path / "lake"))
+    assert result.returncode == 0, result.stderr
+    assert "300 executions written to" in result.stdout and "(parquet)" in result.stdout
+    ids = pads.dataset(tmp_path / "lake", format="parquet", partitioning="hive").to_table()
+    assert sorted(ids["execution_id"].to_pylist()) == sorted(api.expected_ids(slug))
+
+
+def test_csv_file(api, tmp_path):
+    slug = api.workflows[1].slug
+    result = run(api, "executions", slug, "--out", str(tmp_path / "out.csv"), "--page-size", "50")
+    assert result.returncode == 0, result.stderr
+    frame = pd.read_csv(tmp_path / "out.csv")
+    assert frame["execution_id"].tolist() == api.expected_ids(slug)
+    assert frame["created_at"].str.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$").all()
+
+
+def test_jsonl_file_with_explicit_format(api, tmp_path):
+    slug = api.workflows[0].slug
+    target = tmp_path / "out.txt"
+    result = run(api, "executions", slug, "--out", str(target), "--format", "jsonl")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [r["execution_id"] for r in rows] == api.expected_ids(slug)
+
+
+def test_jsonl_to_stdout_piped_into_another_command(api):
+    slug = api.workflows[2].slug
+    count = (
+        f'{sys.executable} -c "import sys, json; print(sum(1 for l in sys.stdin if json.loads(l)))"'
+    )
+    result = run(api, shell=f"{sys.executable} -m eachlabs_loader executions {slug} | {count}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "300"
+    assert "exported to stdout" in result.stderr  # the summary stays out of the data
+
+
+def test_stdout_closed_early_is_not_an_error(api):
+    result = run(
+        api,
+        shell=f"{sys.executable} -m eachlabs_loader executions {api.workflows[0].slug} | head -n 2",
+    )
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_api_key_file(api, tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    result = run(
+        api, "executions", api.workflows[0].slug, "--api-key-file", str(key_file), env_key=None
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 300
+
+
+@pytest.mark.parametrize(
+    ("args", "env_key", "code", "message"),
+    [
+        (["executions", ".."], KEY, 2, "workflow_id"),
+        (["executions", "x", "--format", "parquet"], KEY, 2, "--out"),
+        (["executions", "x", "--page-size", "500"], KEY, 2, "page_size"),
+        (["executions", "x", "--api-key-file", "/nonexistent/key"], KEY, 2, "api-key-file"),
+        (["executions", "x"], None, 3, "EACHLABS_API_KEY"),
+        (["executions", "x"], "wrong-key", 3, "HTTP 401"),
+        (["executions", "no-such-workflow"], KEY, 4, "workflow not found"),
+        (["no-such-command"], KEY, 2, "invalid choice"),
+    ],
+)
+def test_exit_codes(api, args, env_key, code, message):
+    result = run(api, *args, env_key=env_key)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    if code in (2, 3) and env_key != "wrong-key":
+        assert api.requests == []  # rejected before any request
+
+
+def test_exit_code_5_after_retries(api):
+    api.add_fault("status", status=503, times=None)
+    result = run(api, "executions", api.workflows[0].slug, "--max-retries", "1")
+    assert result.returncode == 5
+    assert "HTTP 503" in result.stderr and "offset 0" in result.stderr
+    assert len(api.requests) == 2
+
+
+def test_several_workflows_and_on_error_skip(api, tmp_path):
+    good = [w.slug for w in api.workflows[:2]]
+    target = tmp_path / "out.jsonl"
+    result = run(
+        api,
+        "executions",
+        good[0],
+        "missing-one",
+        good[1],
+        "--out",
+        str(target),
+        "--on-error",
+        "skip",
+    )
+    assert result.returncode == 4  # the first failure's code, after the others were written
+    assert "FAILED: missing-one" in result.stdout
+    ids = {json.loads(line)["execution_id"] for line in target.read_text().splitlines()}
+    assert ids == set(api.expected_ids(good[0])) | set(api.expected_ids(good[1]))
+
+
+def test_several_workflows_fail_fast_by_default(api, tmp_path):
+    result = run(
+        api, "executions", api.workflows[0].slug, "missing-one", "--out", str(tmp_path / "x.csv")
+    )
+    assert result.returncode == 4
+    assert "'missing-one'" in result.stderr
+    assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "present", "absent"),
+    [
+        (["-q"], [], ["INFO", "DEBUG", "WARNING"]),
+        ([], ["WARNING eachlabs_loader: retry 1/"], ["INFO"]),
+        (["-v"], ["INFO eachlabs_loader: loaded 300 executions"], ["DEBUG"]),
+        (["-vv"], ["DEBUG", "INFO eachlabs_loader: loaded"], []),
+    ],
+)
+def test_logging_levels_never_show_the_key(api, flags, present, absent):
+    api.add_fault(
+        "status",
+        status=503,
+        retry_after="0",
+        times=1,
+        body={"error": f"upstream rejected {KEY}"},
+    )
+    result = run(api, "executions", api.workflows[0].slug, "--page-size", "100", *flags)
+    assert result.returncode == 0, result.stderr
+    for text in present:
+        assert text in result.stderr
+    for text in absent:
+        assert text not in result.stderr
+    # `run` already asserted that the key is in neither stdout nor stderr.
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(api):
+    result = run(api, "executions", api.workflows[0].slug)
+    assert result.returncode == 0
+    assert result.stderr.splitlines() == [result.stderr.strip()]  # the summary, nothing else
+    assert result.stderr.startswith("eachlabs-loader: 300 executions exported")
+    quiet = run(api, "executions", api.workflows[0].slug, "-q")
+    assert quiet.stderr == ""
 
 
 def test_demo_loads_the_sandbox_writes_parquet_and_prints_a_summary(tmp_path):
@@ -23,8 +212,6 @@ def test_demo_loads_the_sandbox_writes_parquet_and_prints_a_summary(tmp_path):
     assert "loaded     1,234 executions" in result.stdout
     assert "lake       demo-lake: 1,234 rows written" in result.stdout
     assert len(list((tmp_path / "demo-lake").rglob("*.parquet"))) >= 1
-    assert "status     completed" in result.stdout
-    assert "created    2025-01-01" in result.stdout
 
 
 def test_sandbox_command_serves_until_stopped():

@@ -206,7 +206,11 @@ def test_environment_supplies_key_and_base_url(sandbox, monkeypatch):
         ({"concurrency": 0}, InvalidRequestError, "concurrency"),
         ({"concurrency": 65}, InvalidRequestError, "concurrency"),
         ({"output": "foo://bucket/lake"}, InvalidRequestError, "output"),
-        ({"progress": True}, InvalidRequestError, "progress"),
+        ({"progress": "yes"}, InvalidRequestError, "progress"),
+        ({"on_error": "ignore"}, InvalidRequestError, "on_error"),
+        ({"workflow_id": []}, InvalidRequestError, "workflow_id"),
+        ({"workflow_id": ["a", "a"]}, InvalidRequestError, "more than once"),
+        ({"workflow_id": ["ok", ".."]}, InvalidRequestError, "workflow_id"),
         ({"api_key": None}, AuthenticationError, "EACHLABS_API_KEY"),
     ],
 )

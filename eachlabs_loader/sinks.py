@@ -1,0 +1,48 @@
+"""Flat files: a DataFrame of executions as CSV or JSON Lines, to a file or a stream.
+
+Timestamps are written as ISO 8601 UTC with microseconds (``2025-01-01T10:00:00.123456Z``),
+missing values as empty CSV fields or JSON ``null``. A file is written whole under a
+temporary name and then renamed, so a reader never sees half of it. (The Parquet lake is
+``lake``.) Imports nothing from the package.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import IO, Literal
+
+import pandas as pd
+
+FlatFormat = Literal["csv", "jsonl"]
+_ISO = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def write_flat(frame: pd.DataFrame, target: str | IO[str], fmt: FlatFormat) -> None:
+    """Write ``frame`` as ``fmt`` to a path (atomically) or to an open text stream."""
+    if not isinstance(target, str):
+        _write(frame, target, fmt)
+        return
+    directory = os.path.dirname(os.path.abspath(target))
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=".eachlabs-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            _write(frame, stream, fmt)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _write(frame: pd.DataFrame, stream: IO[str], fmt: FlatFormat) -> None:
+    if frame.empty and fmt == "jsonl":
+        return  # pandas writes "\n" for an empty frame; JSON Lines of nothing is nothing
+    if fmt == "csv":
+        frame.to_csv(stream, index=False, date_format=_ISO)
+    else:
+        text = frame.to_json(orient="records", lines=True, date_format="iso", date_unit="us")
+        stream.write(text if text.endswith("\n") else text + "\n")
