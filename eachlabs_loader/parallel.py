@@ -64,7 +64,8 @@ class ConcurrentScan:
         concurrency: pages in flight at once; 1 gives a plain sequential scan.
         overlap: rows shared by planned neighbours (default ``default_overlap``).
         workflow_id: only names the workflow in errors.
-        min_round_trip_s: below this first-page round trip the scan stays sequential.
+        min_round_trip_s: below this first-page round trip the scan stays sequential
+            (default ``MIN_ROUND_TRIP_S``).
     """
 
     def __init__(
@@ -75,14 +76,14 @@ class ConcurrentScan:
         concurrency: int,
         overlap: int | None = None,
         workflow_id: str | None = None,
-        min_round_trip_s: float = MIN_ROUND_TRIP_S,
+        min_round_trip_s: float | None = None,
     ) -> None:
         self.fetch_page = fetch_page
         self.limit = limit
         self.concurrency = concurrency
         self.overlap = default_overlap(limit) if overlap is None else overlap
         self.workflow_id = workflow_id
-        self.min_round_trip_s = min_round_trip_s
+        self.min_round_trip_s = MIN_ROUND_TRIP_S if min_round_trip_s is None else min_round_trip_s
         self.effective_concurrency = concurrency
         self.stats = ScanStats()
         self._lock = threading.Lock()
