@@ -42,7 +42,6 @@ NULL = msgspec.Raw(b"null")
 """The fragment of a missing value (absent fields decode to it too)."""
 
 _encoder = msgspec.json.Encoder()
-_WHITESPACE = r"[ \t\n\r]"
 
 
 def to_json_text(value: Any) -> str | None:
@@ -58,6 +57,21 @@ def decode_json(data: bytes) -> Any:
         return msgspec.json.decode(data)
     except msgspec.DecodeError:
         raise InvalidResponseError("the body is not JSON") from None
+
+
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def replace_lone_surrogates(data: bytes) -> bytes:
+    """``\\ud83d`` without its pair (a truncated emoji) becomes U+FFFD.
+
+    Python's ``json`` accepts such escapes, JavaScript back ends emit them, and they cannot be
+    stored as UTF-8; one of them must not make a whole page unreadable.
+    """
+    return _LONE_SURROGATE.sub(rb"\\ufffd", data)
 
 
 def fragments_to_arrow(values: Sequence[Any]) -> pa.LargeStringArray:
@@ -91,20 +105,17 @@ def text_from_fragments(fragments: pa.Array) -> tuple[pa.Array, pa.Array]:
     escaped = pc.and_(is_string, pc.match_substring(fragments, "\\"))
     if pc.any(escaped).as_py():
         unquoted = _replace(unquoted, escaped, fragments, lambda f: msgspec.json.decode(f))
-    loose = pc.and_(pc.invert(is_string), pc.match_substring_regex(fragments, _WHITESPACE))
-    if pc.any(loose).as_py():
-        fragments = _replace(
-            fragments,
-            loose,
-            fragments,
-            lambda f: msgspec.json.format(f.encode(), indent=-1).decode(),
-        )
+    # Numbers, objects and arrays: re-encoded, so the text is the same whichever way the
+    # value arrived (the API's own spacing, escapes and number spelling, or a Python value).
+    other = pc.invert(pc.or_(is_string, is_null))
+    if pc.any(other).as_py():
+        fragments = _replace(fragments, other, fragments, _canonical)
     text = pc.if_else(is_string, unquoted, fragments)
     return pc.if_else(is_null, pa.scalar(None, pa.large_string()), text), is_string
 
 
-def _compact(fragment: str) -> str:
-    return msgspec.json.format(fragment.encode(), indent=-1).decode()
+def _canonical(fragment: str) -> str:
+    return _encoder.encode(msgspec.json.decode(fragment)).decode()
 
 
 def _replace(target: pa.Array, mask: pa.Array, source: pa.Array, convert: Any) -> pa.Array:
@@ -141,7 +152,10 @@ class PageDecoder:
             self._unlearn_string(str(exc))
             return self._decode_generic(data, offset=offset, limit=limit)
         except msgspec.DecodeError:
-            raise InvalidResponseError("the body is not JSON") from None
+            repaired = replace_lone_surrogates(data)
+            if repaired == data:
+                raise InvalidResponseError("the body is not JSON") from None
+            return self.decode(repaired, offset=offset, limit=limit)
         rows = body.executions or []
         values = zip(*map(getter, rows), strict=True) if rows else ([] for _ in fields)
         columns = dict(zip(fields, map(list, values), strict=True))

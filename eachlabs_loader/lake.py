@@ -99,6 +99,8 @@ class LakeWriter:
         self._started = time.monotonic()
         check_writable(location)
         self._stored_schema = _read_dataset_schema(location)
+        self._homes: dict[str, dict[str, PartitionKey]] = {}
+        self._undated: dict[str, dict[str, PartitionKey]] = {}
         self.schema = _union(arrow_schema(COLUMNS), self._stored_schema, location)
 
     def add(self, frame: pd.DataFrame) -> None:
@@ -150,22 +152,100 @@ class LakeWriter:
             self._write_partition(key, pd.concat(parts, ignore_index=True))
 
     def _write_partition(self, key: PartitionKey, new: pd.DataFrame) -> None:
+        undated = new["created_at"].isna().to_numpy()
+        if undated.any():
+            # A row without created_at already stored elsewhere (under its real date) stays
+            # there: merge it into that partition instead of storing it twice.
+            homes = self._stored_ids(key[0], undated_only=False)
+            elsewhere = [
+                homes.get(execution_id) if is_undated else None
+                for execution_id, is_undated in zip(
+                    new["execution_id"].tolist(), undated, strict=True
+                )
+            ]
+            away = [home is not None and home != key for home in elsewhere]
+            if any(away):
+                groups: dict[PartitionKey, list[int]] = defaultdict(list)
+                for position, (home, is_away) in enumerate(zip(elsewhere, away, strict=True)):
+                    if is_away and home is not None:
+                        groups[home].append(position)
+                for home, positions in groups.items():
+                    self._merge_into(home, new.iloc[positions])
+                new = new[[not a for a in away]]
+        self._merge_into(key, new)
+        # A row stored before without created_at (in a fallback partition) that now has one
+        # moves here: remove it from where it was.
+        movable = self._stored_ids(key[0], undated_only=True)
+        moved = new.loc[new["created_at"].notna(), "execution_id"]
+        stale: dict[PartitionKey, set[str]] = defaultdict(set)
+        for execution_id in moved.tolist():
+            old_key = movable.get(execution_id)
+            if old_key is not None and old_key != key:
+                stale[old_key].add(execution_id)
+                del movable[execution_id]
+        for old_key, ids in stale.items():
+            self._remove_from(old_key, ids)
+
+    def _merge_into(self, key: PartitionKey, new: pd.DataFrame) -> None:
+        if new.empty:
+            return
         directory = partition_dir(self.location, key)
         path = f"{directory}/{DATA_FILE}"
         old = _read_partition(self.location, path, self.schema)
         merged, inserted, updated = merge_partition(old, new)
+        self._note_stored(key, new)
         if inserted == 0 and updated == 0:
             return
-        table = frame_to_arrow(merged, self.schema)
-        remove_stale_temporaries(self.location, directory)
-        write_file_atomic(
-            self.location, path, lambda sink: pq.write_table(table, sink, **_WRITE_OPTIONS)
-        )
+        self._replace(directory, path, merged)
         logger.debug("wrote %s: %d rows (%d new, %d updated)", path, len(merged), inserted, updated)
         self.result.rows_inserted += inserted
         self.result.rows_updated += updated
         self.result.rows_written += inserted + updated
+
+    def _remove_from(self, key: PartitionKey, ids: set[str]) -> None:
+        """Drop rows that moved to another partition (their partition key became known)."""
+        directory = partition_dir(self.location, key)
+        path = f"{directory}/{DATA_FILE}"
+        old = _read_partition(self.location, path, self.schema)
+        if old is None:
+            return
+        kept = old[~old["execution_id"].isin(ids)].reset_index(drop=True)
+        if len(kept) == len(old):
+            return
+        if kept.empty:
+            self.location.filesystem.delete_file(path)
+        else:
+            self._replace(directory, path, kept)
+        self.result.rows_inserted -= len(old) - len(kept)  # they were moves, not new rows
+        self.result.rows_updated += len(old) - len(kept)
+        logger.debug("moved %d rows out of %s", len(old) - len(kept), path)
+
+    def _replace(self, directory: str, path: str, frame: pd.DataFrame) -> None:
+        table = frame_to_arrow(frame, self.schema)
+        remove_stale_temporaries(self.location, directory)
+        write_file_atomic(
+            self.location, path, lambda sink: pq.write_table(table, sink, **_WRITE_OPTIONS)
+        )
         self.result.files_written += 1
+
+    def _stored_ids(self, workflow: str, *, undated_only: bool) -> dict[str, PartitionKey]:
+        """Where the workflow's stored rows are: all of them, or only those without created_at.
+
+        Read once per workflow and kept up to date by this writer. Rows without created_at
+        are rare and row-group statistics let the scan skip everything else.
+        """
+        cache = self._undated if undated_only else self._homes
+        if workflow not in cache:
+            cache[workflow] = _scan_ids(self.location, workflow, undated_only=undated_only)
+        return cache[workflow]
+
+    def _note_stored(self, key: PartitionKey, rows: pd.DataFrame) -> None:
+        ids = rows["execution_id"].tolist()
+        if key[0] in self._homes:
+            self._homes[key[0]].update(dict.fromkeys(ids, key))
+        if key[0] in self._undated:
+            undated = rows.loc[rows["created_at"].isna(), "execution_id"].tolist()
+            self._undated[key[0]].update(dict.fromkeys(undated, key))
 
 
 def merge_partition(old: pd.DataFrame | None, new: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
@@ -257,6 +337,22 @@ def read_executions(
     filter_ = None if workflow_id is None else pads.field("flow_id") == workflow_id
     table = dataset.to_table(columns=schema.names, filter=filter_)
     return _sorted(arrow_to_frame(table))
+
+
+def _scan_ids(location: Location, workflow: str, *, undated_only: bool) -> dict[str, PartitionKey]:
+    """execution_id -> partition of the rows stored for one workflow (optionally undated only)."""
+    root = location.path(f"workflow_id={workflow}")
+    fs = location.filesystem
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        return {}
+    dataset = pads.dataset(root, filesystem=fs, format="parquet")
+    where = pads.field("created_at").is_null() if undated_only else None
+    found: dict[str, PartitionKey] = {}
+    for fragment in dataset.get_fragments():
+        date = fragment.path.rsplit("/", 2)[-2].removeprefix("date=")
+        ids = fragment.to_table(columns=["execution_id"], filter=where)["execution_id"]
+        found.update(dict.fromkeys(ids.to_pylist(), (workflow, date)))
+    return found
 
 
 def _read_partition(location: Location, path: str, schema: pa.Schema) -> pd.DataFrame | None:

@@ -68,7 +68,10 @@ class Page:
 
     @property
     def is_last(self) -> bool:
-        """An empty page ends the scan; so does a short one, unless a hint says otherwise."""
+        """By this page alone: empty, or short with no hint that more rows exist.
+
+        Scans use ``ListEnd``, which also knows what earlier pages taught.
+        """
         received = len(self)
         if received == 0 or not is_last_page(received, self.limit):
             return received == 0
@@ -155,6 +158,39 @@ def read_hint(value: Any, *, minimum: int) -> int | None:
     return value
 
 
+class ListEnd:
+    """Decides, page by page, whether the list has ended; learns the host's real page size.
+
+    A page with ``limit`` rows is full. A shorter one ends the list unless a hint says more
+    rows exist (``Page.is_last``); then one more page settles it: if it brings rows, the
+    short page was simply the host's page size (pages of that size count as full from then
+    on, whatever a capped ``total_count`` says); if it brings nothing new, the list ended and
+    the hint was wrong.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.host_size: int | None = None
+
+    def is_full(self, page: Page) -> bool:
+        received = len(page)
+        return received >= self.limit or (self.host_size is not None and received >= self.host_size)
+
+    def ends(self, page: Page) -> bool:
+        """True when nothing can follow ``page`` (no more requests are needed)."""
+        if len(page) == 0:
+            return True
+        return not self.is_full(page) and page.is_last
+
+    def learn(self, short: Page, following: Page, *, brought_new_rows: bool) -> bool:
+        """After a hint-extended short page: True if the scan must stop (nothing new came)."""
+        if not brought_new_rows:
+            return True
+        if len(short) < self.limit and len(following) >= len(short):
+            self.host_size = len(short)
+        return False
+
+
 def iter_pages(
     fetch_page: Callable[[int], Page],
     *,
@@ -162,7 +198,7 @@ def iter_pages(
     start_offset: int = 0,
     workflow_id: str | None = None,
 ) -> Iterator[Page]:
-    """Fetch pages from ``start_offset`` to the end of the list (see ``Page.is_last``).
+    """Fetch pages from ``start_offset`` to the end of the list (see ``ListEnd``).
 
     Stalls are detected against the ids of the last few pages only, so memory stays bounded
     however long the list: a server that keeps answering with the same rows is caught,
@@ -170,15 +206,23 @@ def iter_pages(
     the error.
     """
     offset = start_offset
+    end = ListEnd(limit)
     recent: deque[set[str]] = deque(maxlen=MAX_STALE_PAGES + 1)
     stale_pages = 0
+    short: Page | None = None  # the previous page, if it was short and a hint made us go on
     while True:
         page = fetch_page(offset)
-        yield page
-        if page.is_last:
-            return
         ids = set(page.ids)
-        stale_pages = stale_pages + 1 if all(any(i in s for s in recent) for i in ids) else 0
+        new = bool(ids) and not all(any(i in s for s in recent) for i in ids)
+        if short is not None and end.learn(short, page, brought_new_rows=new):
+            if ids:
+                yield page  # rows already seen: harmless, and de-duplicated downstream
+            return
+        yield page
+        if end.ends(page):
+            return
+        short = None if end.is_full(page) else page
+        stale_pages = 0 if new else stale_pages + 1
         recent.append(ids)
         if stale_pages >= MAX_STALE_PAGES:
             raise PaginationError(

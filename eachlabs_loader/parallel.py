@@ -26,13 +26,15 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from .errors import PaginationError, describe_location
-from .pagination import MAX_STALE_PAGES, Page, iter_pages
+from .pagination import MAX_STALE_PAGES, ListEnd, Page, iter_pages
 
 logger = logging.getLogger("eachlabs_loader")
 
 MIN_ROUND_TRIP_S = 0.005
 """A first page faster than this (a local API) is paged sequentially: threads only add
 contention once decoding, not waiting, is the bottleneck (BENCHMARKS.md, scenario cpu)."""
+MIN_CHECKED_PAGE = 10
+"""Smaller pages cannot share rows with their neighbours and still advance: paged plainly."""
 PREFETCH_PAGES = 64
 """Pages fetched ahead of the consumer, so normalising a chunk does not stall the pool."""
 MAX_BRIDGE_PAGES = 1_000
@@ -81,7 +83,10 @@ class ConcurrentScan:
         self.fetch_page = fetch_page
         self.limit = limit
         self.concurrency = concurrency
+        self._overlap_is_default = overlap is None
         self.overlap = default_overlap(limit) if overlap is None else overlap
+        self._end = ListEnd(limit)
+        self._recent: deque[set[str]] = deque(maxlen=MAX_STALE_PAGES)
         self.workflow_id = workflow_id
         self.min_round_trip_s = MIN_ROUND_TRIP_S if min_round_trip_s is None else min_round_trip_s
         self.effective_concurrency = concurrency
@@ -97,7 +102,7 @@ class ConcurrentScan:
         round_trip = time.perf_counter() - started
         self.stats.total_count_start = first.total_count
         yield first
-        if first.is_last:
+        if self._end.ends(first):
             return
         if round_trip < self.min_round_trip_s:
             # The API answers faster than a page can be decoded: the client is the bottleneck
@@ -107,8 +112,15 @@ class ConcurrentScan:
             return
         # The server may page in smaller steps than asked: plan with what it really sends.
         size = min(self.limit, len(first))
+        if self._overlap_is_default:
+            self.overlap = default_overlap(size)
         stride = size - self.overlap
-        if self.concurrency > 1 and first.total_count is not None and stride >= 1:
+        if size < MIN_CHECKED_PAGE or stride < 1:
+            # Pages too small to overlap and still move on: the plain sequential scan.
+            self.effective_concurrency = 1
+            yield from self._plain(len(first))
+            return
+        if first.total_count is not None:
             tail = yield from self._planned(first, stride, first.total_count)
         else:
             tail = first
@@ -136,52 +148,69 @@ class ConcurrentScan:
         """The pages ``total_count`` announces, in parallel; returns the last page of the chain."""
         offsets = iter(range(stride, total, stride))
         prev = first
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="eachlabs-page") as pool:
-            window: deque[Future[Page]] = deque()
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="eachlabs-page")
+        window: deque[Future[Page]] = deque()
 
-            def refill() -> None:
-                for offset in offsets:
-                    window.append(pool.submit(self._fetch, offset))
-                    if len(window) >= max(4 * self.concurrency, PREFETCH_PAGES):
-                        return
+        def refill() -> None:
+            for offset in offsets:
+                window.append(pool.submit(self._fetch, offset))
+                if len(window) >= max(4 * self.concurrency, PREFETCH_PAGES):
+                    return
 
-            refill()
-            try:
-                while window:
-                    page = window.popleft().result()
-                    refill()
+        refill()
+        failed = True
+        try:
+            while window:
+                page = window.popleft().result()
+                refill()
+                if self._chain_ends(prev, page) or not page.ids:
+                    break  # the end, or a list now shorter than planned: the tail goes on
+                if not _linked(prev, page):
+                    if self._position(page) <= self._position(prev):
+                        # Fetched after the list grew past it: rows already read or new.
+                        yield page
+                        continue
+                    prev = yield from self._bridge(prev, page)  # a hole: re-read it
+                    if self._end.ends(prev):
+                        break
                     if not _linked(prev, page):
-                        if self._position(page) <= self._position(prev):
-                            # Fetched after the list grew past it: rows already read or new.
-                            yield page
-                            continue
-                        prev = yield from self._bridge(prev, page)  # a hole: re-read it
-                        if prev.is_last:
-                            return prev
-                        if not _linked(prev, page):
-                            yield page
-                            continue
-                    yield page
-                    prev = page
-                    if prev.is_last:
-                        return prev
-            finally:
-                for future in window:
-                    future.cancel()
+                        yield page
+                        continue
+                yield page
+                prev = page
+                if self._end.ends(prev):
+                    break
+            failed = False
+        finally:
+            # On an error, don't wait for requests still retrying: their results are moot.
+            pool.shutdown(wait=not failed, cancel_futures=True)
         return prev
+
+    def _chain_ends(self, prev: Page, page: Page) -> bool:
+        """Does the list end at ``prev``, now that ``page`` (its successor) is known?"""
+        if self._end.ends(prev):
+            return True
+        if self._end.is_full(prev):
+            return False
+        seen = set(prev.ids).union(*self._recent)
+        brought_new_rows = not set(page.ids) <= seen
+        return self._end.learn(prev, page, brought_new_rows=brought_new_rows)
 
     def _sequential(self, prev: Page) -> Iterator[Page]:
         """Overlapping pages one at a time until the list's last page."""
         stale = 0
-        while not prev.is_last:
-            page = self._fetch(self._now_at(prev) + max(1, len(prev) - self.overlap))
+        while not self._end.ends(prev):
+            page = self._fetch(self._now_at(prev) + self._step(prev))
+            if self._chain_ends(prev, page):
+                return
             if not _linked(prev, page):
                 prev = yield from self._bridge(prev, page)
-                if prev.is_last:
+                if self._end.ends(prev):
                     return
             stale = stale + 1 if set(page.ids) <= set(prev.ids) else 0
             if stale >= MAX_STALE_PAGES:
                 self._raise_stalled(page.offset)
+            self._recent.append(set(prev.ids))
             yield page
             prev = page
 
@@ -191,6 +220,11 @@ class ConcurrentScan:
         if start is None or total is None:
             return page.offset
         return page.offset - (total - start)
+
+    def _step(self, page: Page) -> int:
+        """After a full page, overlap the next one; after a short one only a hint says more
+        rows exist, so probe just past it: rows already seen there mean the end."""
+        return max(1, len(page) - self.overlap) if self._end.is_full(page) else len(page)
 
     def _now_at(self, page: Page) -> int:
         """Where ``page`` starts now: its offset moved by the growth of the list since.
@@ -224,14 +258,18 @@ class ConcurrentScan:
         for _ in range(MAX_BRIDGE_PAGES):
             page = self._fetch(offset)
             self.stats.pages_refetched += 1
-            if last is prev and not _linked(prev, page) and offset > prev.offset:
-                offset = prev.offset  # the estimate went past prev: start from its old place
+            if not self._end.is_full(last):
+                if last is not prev and self._chain_ends(last, page):
+                    return last  # the list ended before the target: it moved away
+            elif not _linked(last, page) and offset > 0:
+                # Rows moved up past us (deletions, or an estimate too far): step back.
+                offset = max(0, min(offset, last.offset) - self.limit // 2)
                 continue
             yield page
             met = not target_ids.isdisjoint(page.ids)
-            if met or page.is_last or self._position(page) >= target_end:
+            if met or self._end.ends(page) or self._position(page) >= target_end:
                 return page
-            offset, last = self._now_at(page) + max(1, len(page) - self.overlap), page
+            offset, last = self._now_at(page) + self._step(page), page
         self._raise_stalled(offset)
 
     def _raise_stalled(self, offset: int) -> NoReturn:
@@ -245,5 +283,5 @@ class ConcurrentScan:
 
 
 def _linked(prev: Page, page: Page) -> bool:
-    """Neighbouring pages are linked when they share a row (or the earlier one ended the list)."""
-    return prev.is_last or not set(prev.ids).isdisjoint(page.ids)
+    """Neighbouring pages are linked when they share a row: nothing can hide between them."""
+    return not set(prev.ids).isdisjoint(page.ids)

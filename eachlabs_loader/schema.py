@@ -175,6 +175,8 @@ def _cast_rfc3339(strings: pa.Array) -> pd.Series | None:
     offset, a leap second, garbage) makes it fail, and the caller takes the exact path.
     """
     text = pc.ascii_upper(strings)
+    if not pc.all(pc.match_substring_regex(text, _TIMESTAMP_RE)).as_py():
+        return None  # a form the exact parser does not accept either: let it decide (NaT)
     if pc.any(pc.match_substring(text, ",")).as_py():
         text = pc.replace_substring(text, ",", ".")
     if pc.any(pc.match_substring_regex(text, r"\.\d{7}")).as_py():

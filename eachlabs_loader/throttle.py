@@ -18,6 +18,8 @@ logger = logging.getLogger("eachlabs_loader")
 
 DEFAULT_PAUSE_S = 1.0
 """How long everyone waits after a 429 without ``Retry-After``."""
+MAX_PAUSE_S = 60.0
+"""The longest pause a ``Retry-After`` can impose (the retry policy caps its waits alike)."""
 
 
 class Throttle:
@@ -27,9 +29,11 @@ class Throttle:
         self,
         max_concurrency: int,
         *,
+        max_pause_s: float = MAX_PAUSE_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_concurrency = max_concurrency
+        self.max_pause_s = max_pause_s
         self.limit = float(max_concurrency)
         self.lowest_limit = max_concurrency
         self.decreases = 0
@@ -80,7 +84,7 @@ class Throttle:
 
     def record_rate_limited(self, retry_after: float | None) -> None:
         """Multiplicative decrease, and a pause for everyone (``Retry-After`` or a default)."""
-        pause = DEFAULT_PAUSE_S if retry_after is None else retry_after
+        pause = min(DEFAULT_PAUSE_S if retry_after is None else retry_after, self.max_pause_s)
         with self._cond:
             now = self._clock()
             if now >= self._paused_until:  # one decrease per overload, however many 429s

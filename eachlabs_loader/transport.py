@@ -101,7 +101,9 @@ class EachlabsClient:
     ) -> None:
         self.settings = settings
         self.retry_policy = retry_policy or RetryPolicy(max_retries=settings.max_retries)
-        self.throttle = throttle or Throttle(settings.concurrency)
+        self.throttle = throttle or Throttle(
+            settings.concurrency, max_pause_s=self.retry_policy.max_wait_s
+        )
         self.stats = ClientStats()
         self.retry_listeners: list[Callable[[BaseException, float], None]] = []
         self._owns_session = session is None

@@ -22,7 +22,8 @@ KINDS = frozenset(
         "redirect",  # ``status`` (302 by default) to ``location``
         "wrong_shape",  # a 200 with ``body`` (any JSON) instead of the page
         "repeat",  # the first page's rows, whatever the offset
-        "extra_rows",  # more rows than ``limit`` (``extra`` more)
+        "extra_rows",  # more rows than ``limit``: the ``extra`` rows that follow, too
+        "total",  # the normal page with ``total_count`` replaced by ``body`` (any JSON)
         "missing_id",  # the page with its first row's execution_id removed
     }
 )
@@ -56,6 +57,7 @@ class Fault:
         delay_s: how long ``slow`` waits before answering.
         location: where ``redirect`` points.
         extra: how many rows beyond ``limit`` ``extra_rows`` adds.
+        skip: let this many matching requests through before the fault starts.
     """
 
     kind: str
@@ -68,7 +70,9 @@ class Fault:
     delay_s: float = 0.0
     location: str | None = None
     extra: int = 5
+    skip: int = 0
     fired: int = field(default=0, init=False)
+    matched: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -102,6 +106,9 @@ class FaultPlan:
                 if fault.workflow is not None and fault.workflow not in workflow_keys:
                     continue
                 if fault.offsets is not None and offset not in fault.offsets:
+                    continue
+                fault.matched += 1
+                if fault.matched <= fault.skip:
                     continue
                 fault.fired += 1
                 return fault

@@ -10,6 +10,7 @@ and keeps a log of every request for assertions.
 from __future__ import annotations
 
 import json
+import random
 import sys
 import threading
 import time
@@ -26,6 +27,17 @@ from .faults import DEFAULT_MESSAGES, Fault, FaultPlan
 DEMO_API_KEY = "sandbox-demo-key"
 ROW_CACHE_SIZE = 200_000
 BYTES_CACHE_SIZE = 256 * 1024 * 1024
+RANDOM_FAULTS = (
+    ("status", 500),
+    ("status", 502),
+    ("status", 503),
+    ("status", 504),
+    ("status", 429),
+    ("drop", None),
+    ("truncated", None),
+    ("html", 502),
+    ("empty", None),
+)
 VARIANTS = ("offset", "limit", "next_offset")
 PREFIXES = ("/api/v1", "/v1")
 _UUID_SHAPE = (8, 4, 4, 4, 12)
@@ -67,6 +79,8 @@ class Sandbox:
             host with a smaller page size; the ``limit`` variant reports the applied size).
         lying_hints: send nonsense ``offset``, ``limit`` and ``total_count`` hints (0, twice
             the limit, 1000 more than the truth): a client must not trust them.
+        random_faults: the share of requests answered with a random transient fault
+            (5xx, 429, a dropped connection, a garbled body), seeded by ``seed``.
 
     Example:
         >>> with Sandbox(rows=120) as sandbox:
@@ -88,6 +102,7 @@ class Sandbox:
         extra_fields: Mapping[str, Any] | None = None,
         max_page_size: int | None = None,
         lying_hints: bool = False,
+        random_faults: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -103,6 +118,8 @@ class Sandbox:
         self.extra_fields = dict(extra_fields or {})
         self.max_page_size = max_page_size
         self.lying_hints = lying_hints
+        self.random_faults = random_faults
+        self._rng = random.Random(seed)
         self.faults = FaultPlan()
         self.workflows = [make_workflow(seed, n) for n in range(workflows)]
         self._by_key = {k: w for w in self.workflows for k in (w.id, w.slug)}
@@ -222,6 +239,16 @@ class Sandbox:
         return self.faults.add(Fault(kind, **kwargs))
 
     # -- internals -------------------------------------------------------------------------
+
+    def _random_fault(self) -> Fault | None:
+        """With ``random_faults`` set, one of the transient faults, at that rate."""
+        if not self.random_faults:
+            return None
+        with self._lock:
+            if self._rng.random() >= self.random_faults:
+                return None
+            kind, status = self._rng.choice(RANDOM_FAULTS)
+        return Fault(kind, status=status, retry_after="0" if status == 429 else None)
 
     def _initial_rows(self, workflow: Workflow, rows: int | Mapping[str, int]) -> int:
         if isinstance(rows, int):
@@ -377,7 +404,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             return self._json(record, 400, {"error": "offset and limit must be integers"})
         keys = (workflow.id, workflow.slug) if workflow else (workflow_key,)
-        fault = sandbox.faults.take(keys, offset)
+        fault = sandbox.faults.take(keys, offset) or sandbox._random_fault()
         if fault is not None:
             record.fault = fault.kind
             if self._replace(fault, record):
@@ -393,8 +420,11 @@ class _Handler(BaseHTTPRequestHandler):
             data = sandbox._page_bytes(workflow, offset, limit, bulk_id)
             return self._send(record, 200, data, "application/json")
         rows, total = sandbox._page(workflow, offset, limit, bulk_id)
-        rows = self._mutate(fault, rows, workflow, limit, bulk_id)
-        self._json(record, 200, sandbox._page_body(rows, total, offset, limit))
+        rows = self._mutate(fault, rows, workflow, offset, limit, bulk_id)
+        body = sandbox._page_body(rows, total, offset, limit)
+        if fault.kind == "total":
+            body["total_count"] = fault.body
+        self._json(record, 200, body)
 
     def _authorized(self) -> bool:
         key = self.sandbox.api_key
@@ -466,23 +496,18 @@ class _Handler(BaseHTTPRequestHandler):
         fault: Fault,
         rows: list[dict[str, Any]],
         workflow: Workflow,
+        offset: int,
         limit: int,
         bulk_id: str | None,
     ) -> list[dict[str, Any]]:
         if fault.kind == "repeat":
-            first, _ = self.sandbox._page(workflow, 0, limit, bulk_id)
+            first, _ = self.sandbox._page(workflow, 0, limit, bulk_id, grow=False)
             return first
-        if fault.kind == "extra_rows":
-            top = rows[-1] if rows else None
-            return (
-                rows
-                + [
-                    dict(top, execution_id=f"{top['execution_id']}-x{i}")
-                    for i in range(fault.extra)
-                ]
-                if top
-                else rows
+        if fault.kind == "extra_rows":  # the next real rows too, beyond ``limit``
+            more, _ = self.sandbox._page(
+                workflow, offset + len(rows), fault.extra, bulk_id, grow=False
             )
+            return rows + more
         if fault.kind == "missing_id" and rows:
             rows[0] = {k: v for k, v in rows[0].items() if k != "execution_id"}
         return rows

@@ -113,3 +113,41 @@ def test_retry_after_pauses_the_whole_pool(make_sandbox):
     during = [r for r in log if limited.time + 0.1 < r.time < limited.time + 0.95]
     assert during == []
     assert any(r.time >= limited.time + 0.95 for r in log)
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"lying_hints": True, "inserts_per_request": 3},
+        {"total_count_cap": 500, "max_page_size": 20, "variant": "next_offset"},
+        {
+            "total_count_cap": 500,
+            "max_page_size": 20,
+            "variant": "offset",
+            "inserts_per_request": 3,
+        },
+        {"max_page_size": 10, "inserts_per_request": 1},
+        {"max_page_size": 12},
+    ],
+    ids=[
+        "lying+inserts",
+        "cap+small-host-pages",
+        "cap+small-pages+inserts",
+        "host-10+inserts",
+        "host-12",
+    ],
+)
+def test_hostile_hints_and_host_page_sizes_stay_exact(make_sandbox, concurrency, knobs):
+    sandbox = make_sandbox(rows=2_000, workflows=1, latency_ms=LATENCY_MS, **knobs)
+    slug = sandbox.workflows[0].slug
+    before = set(sandbox.expected_ids(slug))
+    frame = load(
+        sandbox, slug, concurrency=concurrency, page_size=50 if "lying_hints" in knobs else 100
+    )
+    ids = frame["execution_id"]
+    assert ids.is_unique
+    assert before <= set(ids) <= set(sandbox.expected_ids(slug))
+    host = knobs.get("max_page_size")
+    if host and not knobs.get("inserts_per_request"):
+        assert len(sandbox.requests) <= 1.3 * 2_000 / host + 5  # no request storm

@@ -337,3 +337,95 @@ def test_pathlike_relative_and_file_uri_outputs(lake_sandbox, tmp_path, monkeypa
     load(lake_sandbox, slug, output=f"file://{tmp_path}/uri-lake")
     assert data_files(tmp_path / "relative-lake").keys() == data_files(tmp_path / "uri-lake").keys()
     assert os.path.isdir(tmp_path / "relative-lake" / f"workflow_id={lake_sandbox.workflows[0].id}")
+
+
+def lake_rows(root):
+    keys = pads.partitioning(
+        pa.schema([("workflow_id", pa.string()), ("date", pa.string())]), flavor="hive"
+    )
+    table = pads.dataset(root, format="parquet", partitioning=keys).to_table()
+    return sorted(
+        zip(
+            table["execution_id"].to_pylist(),
+            table["date"].to_pylist(),
+            table["status"].to_pylist(),
+        )
+    )
+
+
+def test_an_execution_whose_created_at_appears_later_moves_instead_of_doubling(tmp_path):
+    write_executions(
+        frame_of([{"execution_id": "e1", "flow_id": "wf", "status": "running"}]), tmp_path
+    )
+    assert lake_rows(tmp_path) == [("e1", None, "running")]
+    later = [
+        {
+            "execution_id": "e1",
+            "flow_id": "wf",
+            "status": "completed",
+            "created_at": "2025-01-01T10:00:00Z",
+            "updated_at": "2025-01-01T10:05:00Z",
+        }
+    ]
+    result = write_executions(frame_of(later), tmp_path)
+    assert lake_rows(tmp_path) == [("e1", "2025-01-01", "completed")]
+    assert (result.rows_inserted, result.rows_updated) == (0, 1)
+    assert not (
+        tmp_path / "workflow_id=wf" / f"date={NULL_PARTITION}" / "executions.parquet"
+    ).exists()
+
+
+def test_a_started_at_fallback_across_midnight_is_corrected_when_created_at_arrives(tmp_path):
+    first = {
+        "execution_id": "e1",
+        "flow_id": "wf",
+        "status": "running",
+        "started_at": "2025-01-02T00:00:05Z",
+    }
+    other = {
+        "execution_id": "e2",
+        "flow_id": "wf",
+        "status": "completed",
+        "created_at": "2025-01-02T08:00:00Z",
+    }
+    write_executions(frame_of([first, other]), tmp_path)
+    assert lake_rows(tmp_path) == [
+        ("e1", "2025-01-02", "running"),
+        ("e2", "2025-01-02", "completed"),
+    ]
+    write_executions(
+        frame_of(
+            [
+                dict(
+                    first,
+                    created_at="2025-01-01T23:59:58Z",
+                    status="completed",
+                    updated_at="2025-01-02T00:01:00Z",
+                )
+            ]
+        ),
+        tmp_path,
+    )
+    assert lake_rows(tmp_path) == [
+        ("e1", "2025-01-01", "completed"),
+        ("e2", "2025-01-02", "completed"),
+    ]
+
+
+def test_a_row_that_loses_its_created_at_stays_where_it_was(tmp_path):
+    dated = {
+        "execution_id": "e1",
+        "flow_id": "wf",
+        "status": "running",
+        "created_at": "2025-01-01T10:00:00Z",
+        "updated_at": "2025-01-01T10:00:00Z",
+    }
+    write_executions(frame_of([dated]), tmp_path)
+    glitch = {
+        "execution_id": "e1",
+        "flow_id": "wf",
+        "status": "completed",
+        "updated_at": "2025-01-01T11:00:00Z",
+    }
+    write_executions(frame_of([glitch]), tmp_path)
+    assert lake_rows(tmp_path) == [("e1", "2025-01-01", "completed")]

@@ -229,3 +229,18 @@ def test_the_sandbox_imports_nothing_from_the_loader():
                     else [node.module or ""]
                 )
                 assert not any(n.startswith("eachlabs_loader") for n in names), path.name
+
+
+def test_random_faults_strike_at_the_given_rate_reproducibly(make_sandbox):
+    outcomes = []
+    for _ in range(2):
+        sandbox = make_sandbox(rows=50, random_faults=0.3, seed=5)
+        for _ in range(60):
+            try:
+                outcomes.append(get(sandbox, sandbox.workflows[0].slug, limit=5).status_code)
+            except requests.ConnectionError:
+                outcomes.append(-1)
+    first, second = outcomes[:60], outcomes[60:]
+    assert first == second
+    failed = sum(1 for code in first if code != 200)  # garbled 200s come on top of these
+    assert 6 <= failed <= 30

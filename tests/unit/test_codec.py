@@ -38,6 +38,25 @@ def test_api_fields_are_the_contract_columns():
     assert set(API_FIELDS) == set(COLUMNS)
 
 
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+def test_json_text_does_not_depend_on_how_the_server_spells_json(ensure_ascii):
+    rows = [
+        {
+            "execution_id": "e1",
+            "cost": {"amount": 1e-07, "ratio": 1.5, "big": 12345678901234567890},
+            "inputs": {"prompt": "café ☕", "list": [1.0, 2.25]},
+            "step_results": [{"note": "tab\there"}],
+        }
+    ]
+    data = json.dumps({"executions": rows}, ensure_ascii=ensure_ascii, indent=1).encode()
+    from_api = frame_of(PageDecoder().decode(data, offset=0, limit=5))
+    pd.testing.assert_frame_equal(from_api, normalize_executions(rows))
+    # Spelled differently on the wire, the same value:
+    respelled = data.replace(b"1e-07", b"1.0E-7").replace(b"1.5", b"1.50")
+    again = frame_of(PageDecoder().decode(respelled, offset=0, limit=5))
+    pd.testing.assert_frame_equal(again, from_api)
+
+
 def test_typed_generic_and_dict_paths_give_the_same_frame():
     fast_page = PageDecoder().decode(body(ROWS, total_count=2, limit=5), offset=0, limit=5)
     assert (fast_page.total_count, fast_page.applied_limit) == (2, 5)
@@ -139,3 +158,19 @@ def test_a_string_field_that_turns_out_otherwise_is_decoded_raw_from_then_on():
         buffer.extend(page.columns)
     frame = normalize_columns(buffer.columns)
     assert frame["version_id"].tolist() == ["v1", "2", '{"n":3}']
+
+
+def test_a_lone_surrogate_escape_does_not_make_a_page_unreadable():
+    data = (
+        b'{"executions":[{"execution_id":"a","output":"smile \\ud83d",'
+        b'"flow_name":"ok \\ud83d\\ude00","api_key":"\\udc00x"}]}'
+    )
+    frame = frame_of(PageDecoder().decode(data, offset=0, limit=5))
+    assert frame.loc[0, "output"] == "smile \ufffd"
+    assert frame.loc[0, "flow_name"] == "ok \U0001f600"  # a proper pair stays an emoji
+    assert frame.loc[0, "api_key"] == "\ufffdx"
+
+
+def test_garbage_is_still_not_json():
+    with pytest.raises(InvalidResponseError, match="not JSON"):
+        PageDecoder().decode(b'{"executions": [\\ud83d', offset=0, limit=5)

@@ -177,9 +177,27 @@ def test_a_short_page_agreeing_with_every_hint_ends_the_scan():
     assert source.offsets == [0, 10, 20]
 
 
-def test_short_pages_of_rows_already_seen_also_end_in_an_error():
+def test_an_inflated_total_buys_one_request_and_a_page_of_nothing_new_ends_the_scan():
+    calls: list[int] = []
+
     def same_short_page(offset: int) -> Page:
+        calls.append(offset)
         return Page.from_rows(offset, 10, [{"execution_id": "a"}], 100)
 
-    with pytest.raises(PaginationError):
-        collect(iter_pages(same_short_page, limit=10))
+    assert collect(iter_pages(same_short_page, limit=10)) == ["a", "a"]
+    assert calls == [0, 1]
+
+
+def test_a_short_page_followed_by_more_teaches_the_host_page_size():
+    """A host serving 20 rows per page, with a total_count capped at 50 and no `limit`."""
+    source = LiveList(230, server_page_size=20, reported_total=50)
+    assert collect(iter_pages(source.fetch(100), limit=100)) == [
+        f"e{k}" for k in range(229, -1, -1)
+    ]
+    assert source.offsets == list(range(0, 240, 20))
+
+
+def test_at_the_tail_inserts_and_an_inflated_total_do_not_stall():
+    source = LiveList(95, inserts_per_request=3, reported_total=10_000)
+    ids = collect(iter_pages(source.fetch(10), limit=10))
+    assert {f"e{k}" for k in range(95)} <= set(ids)

@@ -235,3 +235,13 @@ def test_parsing_ignores_the_machines_time_zone(monkeypatch):
         monkeypatch.undo()
         time.tzset()
     assert list(parsed) == [UTC_10, UTC_10]
+
+
+@pytest.mark.parametrize("odd", ["2025-01-01T10Z", "2025-01-01T10:00:00.1234567891Z"])
+def test_a_value_parses_the_same_whatever_its_neighbours(odd):
+    """Arrow's fast cast accepts a few forms the contract does not; they must not leak in."""
+    with pytest.warns(UnparseableTimestampWarning):
+        alone = normalize_timestamps([odd, "2025-01-01T10:00:00Z"])
+    with pytest.warns(UnparseableTimestampWarning):
+        mixed = normalize_timestamps([odd, "2025-01-01T10:00:00"])  # forces the exact path
+    assert pd.isna(alone.iloc[0]) and pd.isna(mixed.iloc[0])

@@ -81,3 +81,10 @@ def test_a_pause_holds_every_other_thread_but_not_the_one_that_waits_in_its_retr
     thread.start()
     thread.join()
     assert waited[0] >= 0.2
+
+
+def test_a_huge_retry_after_pauses_no_longer_than_the_cap():
+    clock = Clock()
+    throttle = Throttle(4, max_pause_s=2.0, clock=clock)
+    throttle.record_rate_limited(retry_after=86_400)
+    assert throttle.paused_s == 2.0
