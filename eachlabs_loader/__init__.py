@@ -26,13 +26,16 @@ from .result import LoadResult
 from .retry import RetryPolicy
 from .schema import COLUMNS, CORE_COLUMNS, normalize_executions
 from .transport import EachlabsClient
+from .workflows import ALL_WORKFLOWS, WORKFLOW_COLUMNS, load_workflows
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL_WORKFLOWS",
     "COLUMNS",
     "CORE_COLUMNS",
     "DEFAULT_BASE_URL",
+    "WORKFLOW_COLUMNS",
     "APIError",
     "AuthenticationError",
     "EachlabsClient",
@@ -54,6 +57,7 @@ __all__ = [
     "__version__",
     "fetch_executions",
     "load_executions",
+    "load_workflows",
     "normalize_executions",
     "read_executions",
     "resolve_settings",

@@ -1,6 +1,7 @@
 """The ``eachlabs-loader`` command: argument parsing, logging set-up, output and exit codes.
 
-eachlabs-loader executions WORKFLOW [WORKFLOW ...] [--out PATH_OR_URI] [--format ...]
+eachlabs-loader executions WORKFLOW [WORKFLOW ...] | --all [--out PATH_OR_URI] [--incremental]
+eachlabs-loader workflows [--out FILE] [--format csv|jsonl]
 eachlabs-loader sandbox [--port N] [--rows N] [--latency-ms N] [--seed N]
 eachlabs-loader demo
 """
@@ -10,9 +11,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TextIO
 
 import pandas as pd
@@ -24,11 +27,13 @@ from .errors import (
     InvalidRequestError,
     WorkflowNotFoundError,
 )
+from .incremental import DEFAULT_LOOKBACK
 from .lake import read_executions
 from .loader import load_executions
 from .result import LoadResult
 from .sandbox import Sandbox
 from .sinks import write_flat
+from .workflows import ALL_WORKFLOWS, load_workflows
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -98,6 +103,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     _executions_parser(commands)
+    workflows = commands.add_parser(
+        "workflows",
+        help="list the organisation's workflows",
+        description="List the workflows the key can see. Without --out, JSON Lines to stdout.",
+    )
+    workflows.add_argument("--out", metavar="FILE", help="a .csv or .jsonl file")
+    workflows.add_argument("--format", choices=("csv", "jsonl"))
+    workflows.add_argument(
+        "--base-url", metavar="URL", help="default: $EACHLABS_BASE_URL or the API"
+    )
+    workflows.add_argument("--api-key-file", metavar="PATH", help="read the key from this file")
+    workflows.add_argument("-v", "--verbose", action="count", default=0)
+    workflows.add_argument("-q", "--quiet", action="count", default=0)
+    workflows.set_defaults(run=_run_workflows)
     demo = commands.add_parser("demo", help="load a workflow from the built-in sandbox API")
     demo.add_argument("--rows", type=int, default=DEMO_ROWS, help="executions in the demo workflow")
     demo.add_argument("--out", default="demo-lake", help="where to write the Parquet lake")
@@ -107,6 +126,12 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--rows", type=int, default=1000, help="executions per workflow")
     sandbox.add_argument("--latency-ms", type=float, default=0.0)
     sandbox.add_argument("--seed", type=int, default=0)
+    sandbox.add_argument(
+        "--open-window",
+        type=int,
+        metavar="N",
+        help="only the newest N executions may still be running (as on a real service)",
+    )
     sandbox.add_argument(
         "--uniform-timestamps",
         action="store_true",
@@ -124,7 +149,12 @@ def _executions_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("workflows", nargs="+", metavar="WORKFLOW", help="workflow UUID or slug")
+    parser.add_argument("workflows", nargs="*", metavar="WORKFLOW", help="workflow UUID or slug")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="every active or archived workflow of the organisation (instead of WORKFLOW)",
+    )
     parser.add_argument("--bulk-id", help="only executions of this bulk trigger (a UUID)")
     parser.add_argument(
         "--out",
@@ -148,10 +178,38 @@ def _executions_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         default="fail",
         help="with several workflows: stop at the first failure (default) or load the others",
     )
+    parser.add_argument(
+        "--incremental",
+        action="store_true",
+        help="Parquet only: read just what changed since the last load into --out "
+        "(falls back to a full load, with a warning, when that is not safe)",
+    )
+    parser.add_argument(
+        "--full-refresh", action="store_true", help="with --incremental: load everything anyway"
+    )
+    parser.add_argument(
+        "--lookback",
+        type=_duration,
+        default=DEFAULT_LOOKBACK,
+        metavar="DURATION",
+        help="with --incremental: re-read executions created this long before the newest "
+        "one known (seconds, or 30m, 2h, 1d; default 1h)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="errors only")
     parser.set_defaults(run=_run_executions)
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> timedelta:
+    match = _DURATION_RE.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 3600, 90s, 30m, 2h, 1d)")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
 
 def _output_format(args: argparse.Namespace) -> str:
@@ -181,6 +239,11 @@ def _api_key(args: argparse.Namespace) -> str | None:
 
 def _run_executions(args: argparse.Namespace) -> int:
     fmt = _output_format(args)
+    if args.all == bool(args.workflows):
+        raise InvalidRequestError("name the workflows to load, or --all (not both)")
+    if args.incremental and fmt != "parquet":
+        raise InvalidRequestError("--incremental needs a Parquet lake: --out DIRECTORY_OR_URI")
+    workflows = ALL_WORKFLOWS if args.all else args.workflows
     common = {
         "api_key": _api_key(args),
         "base_url": args.base_url,
@@ -193,9 +256,17 @@ def _run_executions(args: argparse.Namespace) -> int:
     if args.timeout is not None:
         common["timeout"] = args.timeout
     if fmt == "parquet":
-        result = load_executions(args.workflows, args.bulk_id, output=args.out, **common)
+        result = load_executions(
+            workflows,
+            args.bulk_id,
+            output=args.out,
+            incremental=args.incremental,
+            full_refresh=args.full_refresh,
+            lookback=args.lookback,
+            **common,
+        )
     else:
-        frame = load_executions(args.workflows, args.bulk_id, **common)
+        frame = load_executions(workflows, args.bulk_id, **common)
         result = frame.attrs["eachlabs"]
         write_flat(frame, args.out or sys.stdout, fmt)  # type: ignore[arg-type]
     if not args.quiet:  # the summary goes where the data does not
@@ -218,9 +289,22 @@ def _summary(result: LoadResult, where: str, fmt: str) -> str:
             f"{result.files_written} files"
         )
     line += f"; {result.requests:,} requests, {result.retries} retries, {result.elapsed_s:.2f}s"
+    if result.incremental:
+        line += "; incremental"
+    elif result.fallbacks:
+        line += f"; full load instead of incremental for {', '.join(sorted(result.fallbacks))}"
     if result.failed:
         line += f"; FAILED: {', '.join(sorted(result.failed))}"
     return line
+
+
+def _run_workflows(args: argparse.Namespace) -> int:
+    fmt = args.format or ("csv" if (args.out or "").lower().endswith(".csv") else "jsonl")
+    frame = load_workflows(api_key=_api_key(args), base_url=args.base_url)
+    write_flat(frame, args.out or sys.stdout, fmt)
+    if args.out and not args.quiet:
+        print(f"eachlabs-loader: {len(frame):,} workflows written to {args.out} ({fmt})")
+    return EXIT_OK
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -273,6 +357,7 @@ def _run_sandbox(args: argparse.Namespace, out: TextIO | None = None) -> int:
         seed=args.seed,
         port=args.port,
         timestamp_variety=not args.uniform_timestamps,
+        open_window=args.open_window,
     )
     with sandbox:
         print(f"sandbox API at {sandbox.base_url}  (also under {sandbox.origin}/v1)", file=out)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import defaultdict
 from typing import Any
 from urllib.parse import quote
@@ -42,6 +43,8 @@ from .storage import Location, check_writable, remove_stale_temporaries, write_f
 
 logger = logging.getLogger("eachlabs_loader")
 
+DATASET_ID_KEY = b"eachlabs.dataset_id"
+"""Key of the dataset's identity in ``_common_metadata`` (state files must match it)."""
 DATA_FILE = "executions.parquet"
 METADATA_FILE = "_common_metadata"
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
@@ -99,6 +102,9 @@ class LakeWriter:
         self._started = time.monotonic()
         check_writable(location)
         self._stored_schema = _read_dataset_schema(location)
+        stored_id = _dataset_id(location) if self._stored_schema is not None else None
+        self.dataset_id = stored_id or uuid.uuid4().hex
+        self._identity_stored = stored_id is not None
         self._homes: dict[str, dict[str, PartitionKey]] = {}
         self._undated: dict[str, dict[str, PartitionKey]] = {}
         self.schema = _union(arrow_schema(COLUMNS), self._stored_schema, location)
@@ -124,6 +130,13 @@ class LakeWriter:
         self.result.elapsed_s = time.monotonic() - self._started
         return self.result
 
+    def ensure_identity(self) -> None:
+        """Store the dataset id (in ``_common_metadata``) before anything refers to it."""
+        if not self._identity_stored:
+            _write_dataset_schema(self.location, self.schema, self.dataset_id)
+            self._stored_schema = self.schema
+            self._identity_stored = True
+
     def _grow_schema(self, frame: pd.DataFrame) -> None:
         new = [c for c in frame.columns if c not in self.schema.names]
         if new:
@@ -144,8 +157,9 @@ class LakeWriter:
     def _flush(self, keys: list[PartitionKey]) -> None:
         if keys and self.schema != self._stored_schema:
             # The schema file goes first, so it always covers every data file.
-            _write_dataset_schema(self.location, self.schema)
+            _write_dataset_schema(self.location, self.schema, self.dataset_id)
             self._stored_schema = self.schema
+            self._identity_stored = True
         for key in keys:
             parts = self._buffer.pop(key)
             self._buffered_rows -= sum(len(p) for p in parts)
@@ -436,7 +450,18 @@ def _union(base: pa.Schema | None, more: pa.Schema | None, location: Location) -
     return pa.schema(list(base) + [pa.field(c, arrow_type_for(c)) for c in extra])
 
 
-def _write_dataset_schema(location: Location, schema: pa.Schema) -> None:
+def _write_dataset_schema(location: Location, schema: pa.Schema, dataset_id: str) -> None:
+    schema = schema.with_metadata({DATASET_ID_KEY: dataset_id.encode()})
     write_file_atomic(
         location, location.path(METADATA_FILE), lambda sink: pq.write_metadata(schema, sink)
     )
+
+
+def _dataset_id(location: Location) -> str | None:
+    path = location.path(METADATA_FILE)
+    if location.filesystem.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with location.filesystem.open_input_file(path) as handle:
+        metadata = pq.read_schema(handle).metadata or {}
+    value = metadata.get(DATASET_ID_KEY)
+    return value.decode() if value else None

@@ -12,6 +12,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal, TypeVar, overload
 
 import pandas as pd
@@ -29,6 +31,14 @@ from .config import (
     validate_workflow_id,
 )
 from .errors import EachlabsError, InvalidRequestError
+from .incremental import (
+    DEFAULT_LOOKBACK,
+    IncrementalScan,
+    StateTracker,
+    read_state,
+    validate_lookback,
+    write_state,
+)
 from .lake import LakeWriter
 from .pagination import ColumnBuffer, Page
 from .progress import Progress
@@ -36,6 +46,7 @@ from .result import LoadResult
 from .schema import drop_duplicate_executions, normalize_columns, warn_unparseable
 from .storage import resolve_location
 from .transport import EachlabsClient
+from .workflows import exported_workflow_ids, is_all_workflows
 
 logger = logging.getLogger("eachlabs_loader")
 
@@ -64,6 +75,9 @@ def load_executions(
     allow_insecure: bool = ...,
     filesystem: pafs.FileSystem | None = ...,
     on_error: OnError = ...,
+    incremental: bool = ...,
+    full_refresh: bool = ...,
+    lookback: timedelta | float = ...,
 ) -> pd.DataFrame: ...
 
 
@@ -83,6 +97,9 @@ def load_executions(
     allow_insecure: bool = ...,
     filesystem: pafs.FileSystem | None = ...,
     on_error: OnError = ...,
+    incremental: bool = ...,
+    full_refresh: bool = ...,
+    lookback: timedelta | float = ...,
 ) -> LoadResult: ...
 
 
@@ -101,12 +118,16 @@ def load_executions(
     allow_insecure: bool = False,
     filesystem: pafs.FileSystem | None = None,
     on_error: OnError = "raise",
+    incremental: bool = False,
+    full_refresh: bool = False,
+    lookback: timedelta | float = DEFAULT_LOOKBACK,
 ) -> pd.DataFrame | LoadResult:
     """Every execution of one or more workflows, exactly once: a typed DataFrame, or a lake.
 
     Args:
         workflow_id: a workflow's UUID or slug, or a list of them (loaded concurrently under
-            the one ``concurrency`` limit, into one DataFrame or one dataset).
+            the one ``concurrency`` limit, into one DataFrame or one dataset), or
+            ``ALL_WORKFLOWS``: every active or archived workflow (see ``load_workflows``).
         bulk_id: only executions started by this bulk trigger (a UUID).
         api_key: defaults to the ``EACHLABS_API_KEY`` environment variable.
         base_url: the API root, defaults to ``EACHLABS_BASE_URL`` or
@@ -126,6 +147,13 @@ def load_executions(
         on_error: with several workflows, ``"raise"`` (default) raises the first failure
             once the others are done; ``"skip"`` returns what succeeded and lists the
             failures in the result's ``failed``.
+        incremental: with ``output``, read only what changed since the dataset's last load
+            of each workflow (new executions and those still open then), using the state
+            files in ``{output}/_state/``; falls back to a full load, with a WARNING and
+            the reason in the result's ``fallbacks``, when that is not safe (see README).
+        full_refresh: load everything even with ``incremental`` (the state is rewritten).
+        lookback: an incremental run re-reads executions created up to this long (a
+            ``timedelta`` or seconds, default 1 hour) before the newest one it knew.
 
     Returns:
         One row per execution (columns and dtypes as in ``schema.COLUMNS``; the
@@ -147,8 +175,21 @@ def load_executions(
         >>> len(df)
         120
     """
-    workflow_ids = _workflow_ids(workflow_id)
+    every_workflow = is_all_workflows(workflow_id)
+    workflow_ids = [] if every_workflow else _workflow_ids(workflow_id)
     bulk_id = normalize_bulk_id(bulk_id)
+    if not isinstance(incremental, bool) or not isinstance(full_refresh, bool):
+        raise InvalidRequestError("incremental and full_refresh must be True or False")
+    lookback = validate_lookback(lookback)
+    if incremental and output is None:
+        raise InvalidRequestError(
+            "incremental=True needs output=: the state of what was loaded lives in the dataset"
+        )
+    if incremental and bulk_id is not None:
+        raise InvalidRequestError(
+            "incremental loads follow a whole workflow; leave bulk_id out (a bulk is loaded "
+            "in full, cheaply, without it)"
+        )
     if on_error not in ("raise", "skip"):
         raise InvalidRequestError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if progress not in (None, True, False):
@@ -165,10 +206,13 @@ def load_executions(
     writer = None if output is None else LakeWriter(resolve_location(output, filesystem))
     with EachlabsClient(settings) as client, Progress(progress) as bar:
         client.retry_listeners.append(bar.note_retry)
+        if every_workflow:
+            workflow_ids = exported_workflow_ids(client)
         run = _Run(client, bulk_id, on_error=on_error, progress=bar)
         if writer is None:
             return run.to_frame(workflow_ids)
-        return run.to_lake(workflow_ids, writer)
+        plan = _Plan(incremental and not full_refresh, lookback)
+        return run.to_lake(workflow_ids, writer, plan)
 
 
 def fetch_executions(
@@ -201,10 +245,20 @@ def _workflow_ids(workflow_id: str | Sequence[str]) -> list[str]:
         raise InvalidRequestError(
             "workflow_id must be a workflow UUID or slug, or a non-empty list of them"
         )
+    if any(is_all_workflows(w) for w in workflow_id):
+        raise InvalidRequestError("ALL_WORKFLOWS stands alone, not in a list of workflows")
     ids = [validate_workflow_id(w) for w in workflow_id]
     if len(set(ids)) != len(ids):
         raise InvalidRequestError("workflow_id lists a workflow more than once")
     return ids
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How a lake load reads: incrementally (from the state files) or in full."""
+
+    incremental: bool = False
+    lookback: timedelta = DEFAULT_LOOKBACK
 
 
 class _Run:
@@ -240,11 +294,19 @@ class _Run:
         frame.attrs["eachlabs"] = result
         return frame
 
-    def to_lake(self, workflow_ids: list[str], writer: LakeWriter) -> LoadResult:
+    def to_lake(
+        self, workflow_ids: list[str], writer: LakeWriter, plan: _Plan | None = None
+    ) -> LoadResult:
+        """Stream into the lake; then, the data being written, each workflow's state file."""
+        plan = plan or _Plan()
         lock = threading.Lock()
+        loads: dict[str, _Load] = {}
 
         def one(workflow_id: str) -> LoadResult:
-            load = _Load(self.client, workflow_id, self.bulk_id, self.progress)
+            load = _Load(
+                self.client, workflow_id, self.bulk_id, self.progress, writer=writer, plan=plan
+            )
+            loads[workflow_id] = load
             for frame in load.frames(CHUNK_ROWS):
                 with lock:
                     writer.add(frame)
@@ -255,6 +317,12 @@ class _Run:
         finally:
             with lock:
                 written = writer.close()
+        if self.bulk_id is None:  # a bulk's rows say nothing about the rest of the workflow
+            for workflow_id, load_result in done.items():
+                state = loads[workflow_id].next_state(load_result)
+                if state is not None:
+                    writer.ensure_identity()
+                    write_state(writer.location, state)
         result = self._combine(done, failed)
         for name in (
             "output",
@@ -271,6 +339,8 @@ class _Run:
         self, workflow_ids: list[str], task: Callable[[str], T]
     ) -> tuple[dict[str, T], dict[str, EachlabsError]]:
         """Run ``task`` per workflow (concurrently when there are several)."""
+        if not workflow_ids:
+            return {}, {}
         if len(workflow_ids) == 1:
             return {workflow_ids[0]: task(workflow_ids[0])}, {}
         workers = min(len(workflow_ids), self.client.settings.concurrency)
@@ -312,6 +382,8 @@ class _Run:
             workflows=results,
             failed={w: str(exc) for w, exc in failed.items()},
             errors=dict(failed),
+            incremental=bool(each) and all(r.incremental for r in each),
+            fallbacks={w: why for r in each for w, why in r.fallbacks.items()},
         )
         logger.info(
             "loaded %d workflows (%d failed): %d rows fetched, %d requests, %d retries, %.2fs",
@@ -334,12 +406,28 @@ class _Load:
         workflow_id: str,
         bulk_id: str | None,
         progress: Progress | None = None,
+        *,
+        writer: LakeWriter | None = None,
+        plan: _Plan | None = None,
     ) -> None:
         self.client = client
         self.progress = progress or Progress(False)
         self.workflow_id = validate_workflow_id(workflow_id)
         self.bulk_id = normalize_bulk_id(bulk_id)
-        self.scan = client.scan(self.workflow_id, self.bulk_id)
+        self.writer = writer
+        self.tracker = StateTracker() if writer is not None else None
+        self.scan: Any
+        if writer is None or plan is None or not plan.incremental:
+            self.scan = client.scan(self.workflow_id, self.bulk_id)
+        else:
+            location, dataset_id = writer.location, writer.dataset_id
+            self.scan = IncrementalScan(
+                client.iter_pages(self.workflow_id),
+                load_state=lambda flow_id: read_state(location, flow_id, dataset_id),
+                full_scan=lambda: client.scan(self.workflow_id),
+                lookback=plan.lookback,
+                workflow_id=self.workflow_id,
+            )
         self.rows_fetched = 0
         self.unparseable: dict[str, int] = {}
         self._started = time.monotonic()
@@ -365,9 +453,28 @@ class _Load:
         warn_unparseable(self.unparseable)
 
     def _normalize(self, chunk: ColumnBuffer) -> pd.DataFrame:
-        return normalize_columns(chunk.columns, bulk_id=self.bulk_id, unparseable=self.unparseable)
+        frame = normalize_columns(chunk.columns, bulk_id=self.bulk_id, unparseable=self.unparseable)
+        if self.tracker is not None:
+            self.tracker.observe(frame)
+        return frame
+
+    def next_state(self, result: LoadResult) -> Any:
+        """The workflow's state once this load's rows are in the lake (None: nothing to save)."""
+        if self.tracker is None or self.writer is None:
+            return None
+        previous = self.scan.state if isinstance(self.scan, IncrementalScan) else None
+        return self.tracker.state(
+            self.writer.dataset_id,
+            previous if result.incremental else None,
+            mode="incremental" if result.incremental else "full",
+            rows_fetched=result.rows_fetched,
+            requests=result.requests,
+        )
 
     def finish(self, *, rows: int) -> LoadResult:
+        incremental = isinstance(self.scan, IncrementalScan)
+        if incremental:
+            self.scan.finish()
         stats, throttle = self.scan.stats, self.client.throttle
         result = LoadResult(
             rows_fetched=self.rows_fetched,
@@ -381,12 +488,19 @@ class _Load:
             concurrency=self.scan.effective_concurrency,
             lowest_concurrency=min(self.scan.effective_concurrency, throttle.lowest_limit),
             elapsed_s=time.monotonic() - self._started,
+            incremental=incremental and self.scan.incremental,
+            fallbacks=(
+                {self.workflow_id: self.scan.fallback}
+                if incremental and self.scan.fallback
+                else {}
+            ),
         )
         logger.info(
-            "loaded %d executions of workflow %r: %d pages (%d re-fetched), %d requests, "
+            "loaded %d executions of workflow %r (%s): %d pages (%d re-fetched), %d requests, "
             "%d retries, total_count %s->%s, %.2fs",
             rows,
             self.workflow_id,
+            "incremental" if result.incremental else "full",
             result.pages,
             result.pages_refetched,
             result.requests,

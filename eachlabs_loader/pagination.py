@@ -29,8 +29,8 @@ MAX_STALE_PAGES = 5
 class Page:
     """One page of the list, column by column, with the request that produced it.
 
-    ``columns`` maps each field to its values (all lists of the same length, ``execution_id``
-    always present); a field a row lacks is None in that row.
+    ``columns`` maps each field to its values (all lists of the same length, the ``key``
+    field, ``execution_id`` by default, always present); a field a row lacks is None there.
     """
 
     offset: int
@@ -38,6 +38,7 @@ class Page:
     columns: dict[str, list[Any]]
     total_count: int | None
     applied_limit: int | None = None
+    key: str = "execution_id"
 
     @classmethod
     def from_rows(
@@ -52,7 +53,7 @@ class Page:
 
     @property
     def ids(self) -> list[str]:
-        return self.columns["execution_id"]
+        return self.columns[self.key]
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -91,13 +92,14 @@ def columns_from_rows(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
 class ColumnBuffer:
     """Pages' columns appended end to end; a field a page lacks is ``fill`` there."""
 
-    def __init__(self, fill: Any = None) -> None:
-        self.columns: dict[str, list[Any]] = {"execution_id": []}
+    def __init__(self, fill: Any = None, key: str = "execution_id") -> None:
+        self.columns: dict[str, list[Any]] = {key: []}
         self.size = 0
         self._fill = fill
+        self._key = key
 
     def extend(self, columns: dict[str, list[Any]]) -> None:
-        added = len(columns["execution_id"])
+        added = len(columns[self._key])
         for name, values in columns.items():
             column = self.columns.get(name)
             if column is None:
@@ -149,6 +151,32 @@ def parse_executions_page(body: Any, *, offset: int, limit: int) -> Page:
         total_count=read_hint(body.get("total_count"), minimum=0),
         applied_limit=read_hint(body.get("limit"), minimum=1),
     )
+
+
+def parse_workflows_page(body: Any, *, offset: int, limit: int) -> Page:
+    """Check a list-workflows response (``{"workflows": [{...}], "offset": next, ...}``).
+
+    The response's ``offset`` is the vendor's next start: a hint like any other, unused.
+    """
+    if not isinstance(body, dict):
+        raise InvalidResponseError(f"expected a JSON object, got {type(body).__name__}")
+    rows = body.get("workflows")
+    if rows is None and "workflows" in body:
+        rows = []
+    if not isinstance(rows, list):
+        raise InvalidResponseError("the response has no 'workflows' list")
+    for position, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InvalidResponseError(f"workflow #{position} of the page is not a JSON object")
+        workflow_id = row.get("workflow_id")
+        if not isinstance(workflow_id, str) or not workflow_id:
+            raise InvalidResponseError(f"workflow #{position} of the page has no workflow_id")
+    names: dict[str, None] = {"workflow_id": None}
+    for row in rows:
+        names.update(dict.fromkeys(row))
+    columns = {name: [row.get(name) for row in rows] for name in names}
+    total = read_hint(body.get("total_count"), minimum=0)
+    return Page(offset, limit, columns, total, key="workflow_id")
 
 
 def read_hint(value: Any, *, minimum: int) -> int | None:

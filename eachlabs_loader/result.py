@@ -18,7 +18,9 @@ class LoadResult:
     executions arrive). ``lowest_concurrency`` is where rate limiting pushed the pool.
     A DataFrame load carries its result in ``frame.attrs["eachlabs"]``. A load of several
     workflows sums them, keeps each in ``workflows`` and lists the ones that failed (with
-    ``on_error="skip"``) in ``failed``, workflow id -> error message.
+    ``on_error="skip"``) in ``failed``, workflow id -> error message. ``incremental`` says
+    the load read only what changed since the last one (every workflow, for several);
+    ``fallbacks`` maps each workflow an incremental run loaded in full instead to why.
     """
 
     output: str | None = None
@@ -42,6 +44,8 @@ class LoadResult:
     workflows: dict[str, LoadResult] = field(default_factory=dict, repr=False)
     failed: dict[str, str] = field(default_factory=dict)
     errors: dict[str, Exception] = field(default_factory=dict, repr=False)
+    incremental: bool = False
+    fallbacks: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         where = f"{self.output!r}: " if self.output is not None else ""
@@ -55,6 +59,10 @@ class LoadResult:
         failures = (
             f", {len(self.failed)} workflow(s) FAILED: {sorted(self.failed)}" if self.failed else ""
         )
+        if self.incremental:
+            failures += ", incremental"
+        elif self.fallbacks:
+            failures += f", full load instead of incremental for {sorted(self.fallbacks)}"
         return (
             f"<LoadResult {where}{self.rows_fetched:,} rows fetched, {written}{failures}; "
             f"{self.requests:,} requests, {self.retries:,} retries, "

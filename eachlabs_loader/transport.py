@@ -34,7 +34,7 @@ from .errors import (
     WorkflowNotFoundError,
     describe_location,
 )
-from .pagination import Page, iter_pages
+from .pagination import Page, iter_pages, parse_workflows_page
 from .parallel import ConcurrentScan
 from .retry import RetryPolicy, parse_retry_after
 from .throttle import Throttle
@@ -177,6 +177,27 @@ class EachlabsClient:
             start_offset=start_offset,
             workflow_id=workflow_id,
         )
+
+    def iter_workflow_pages(self, *, page_size: int | None = None) -> Iterator[Page]:
+        """The organisation's workflows (``GET {base}/workflows``), page by page.
+
+        Same rules as executions: next offset = offset sent + rows received, the list ends
+        on a short page; the response's ``offset`` (the vendor's next start) is a hint.
+        """
+        limit = self.settings.page_size if page_size is None else validate_page_size(page_size)
+        url = f"{self.settings.base_url}/workflows"
+
+        def fetch(offset: int) -> Page:
+            return self.get_parsed(
+                url,
+                {"offset": offset, "limit": limit},
+                parse=lambda data: parse_workflows_page(
+                    _decode_json(data), offset=offset, limit=limit
+                ),
+                offset=offset,
+            )
+
+        yield from iter_pages(fetch, limit=limit)
 
     def scan(
         self,
@@ -406,6 +427,13 @@ def _error_fields(body: bytes, reason: str | None) -> tuple[str, str | None, Any
         )
     snippet = _snippet(body)
     return (snippet if snippet != "empty body" else reason or snippet, None, None)
+
+
+def _decode_json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidResponseError(f"the body is not JSON ({exc.__class__.__name__})") from None
 
 
 def _snippet(body: bytes) -> str:

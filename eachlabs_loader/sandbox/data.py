@@ -63,6 +63,34 @@ def make_workflow(seed: int, number: int) -> Workflow:
     )
 
 
+WORKFLOW_CATEGORIES = ("image", "video", "audio", "text")
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+
+def workflow_row(seed: int, workflow: Workflow, *, executions: int, status: str) -> dict[str, Any]:
+    """The list-workflows row of ``workflow`` (its UUID is ``workflow_id`` there)."""
+    rng = random.Random(f"workflow-row:{seed}:{workflow.number}")
+    created = EPOCH + timedelta(days=workflow.number) - timedelta(hours=1)
+    category = WORKFLOW_CATEGORIES[workflow.number % len(WORKFLOW_CATEGORIES)]
+    return {
+        "workflow_id": workflow.id,
+        "slug": workflow.slug,
+        "name": workflow.name,
+        "categories": [category],
+        "tags": [category, f"team-{rng.randrange(1, 4)}"],
+        "status": status,
+        "trigger_count": executions,
+        "clone_count": rng.randrange(0, 20),
+        "is_public": rng.random() < 0.3,
+        "production": rng.random() < 0.5,
+        "node_based": workflow.number % 2 == 0,
+        "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "updated_at": (created + timedelta(minutes=rng.randrange(1, 600))).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        ),
+    }
+
+
 def bulk_id_for(workflow: Workflow, index: int) -> str | None:
     """The bulk trigger row ``index`` belongs to, if any (fixed blocks of the history)."""
     block, position = divmod(index, BULK_BLOCK)

@@ -25,6 +25,7 @@ KINDS = frozenset(
         "extra_rows",  # more rows than ``limit``: the ``extra`` rows that follow, too
         "total",  # the normal page with ``total_count`` replaced by ``body`` (any JSON)
         "missing_id",  # the page with its first row's execution_id removed
+        "reversed",  # the page's rows oldest first (a list that is not newest first)
     }
 )
 

@@ -4,7 +4,8 @@ Stdlib only (``ThreadingHTTPServer``); it pages with its own code and never impo
 loader's, so the two can disagree and the tests will notice. Serves
 ``GET {/api/v1|/v1}/workflows/{id-or-slug}/executions`` with either auth header, the API's
 400/401/404 bodies, both response variants, live head inserts, latency and injected faults,
-and keeps a log of every request for assertions.
+and keeps a log of every request for assertions. Also serves the organisation's workflows,
+``GET {prefix}/workflows`` (newest first, ``offset`` = next start while pages come back full).
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .data import Workflow, bulk_indices, make_execution, make_workflow
+from .data import (
+    TERMINAL_STATUSES,
+    Workflow,
+    bulk_indices,
+    make_execution,
+    make_workflow,
+    workflow_row,
+)
 from .faults import DEFAULT_MESSAGES, Fault, FaultPlan
 
 DEMO_API_KEY = "sandbox-demo-key"
@@ -81,6 +89,12 @@ class Sandbox:
             the limit, 1000 more than the truth): a client must not trust them.
         random_faults: the share of requests answered with a random transient fault
             (5xx, 429, a dropped connection, a garbled body), seeded by ``seed``.
+        open_window: only the newest ``open_window`` executions of the initial history may
+            still be ``running`` or ``queued``; older ones have finished, as on a real service
+            where runs end within minutes (None: open runs anywhere in the history).
+            Executions inserted later may be open until ``finish`` is called.
+        workflow_status: ``{id or slug: "active" | "archived" | "deleted"}`` for the
+            workflows list (default active); a deleted workflow's executions answer 404.
 
     Example:
         >>> with Sandbox(rows=120) as sandbox:
@@ -103,6 +117,8 @@ class Sandbox:
         max_page_size: int | None = None,
         lying_hints: bool = False,
         random_faults: float = 0.0,
+        open_window: int | None = None,
+        workflow_status: Mapping[str, str] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -124,6 +140,11 @@ class Sandbox:
         self.workflows = [make_workflow(seed, n) for n in range(workflows)]
         self._by_key = {k: w for w in self.workflows for k in (w.id, w.slug)}
         self._counts = {w.number: self._initial_rows(w, rows) for w in self.workflows}
+        self._initial_counts = dict(self._counts)
+        self.open_window = open_window
+        self._workflow_status = {
+            self._by_key[k].number: v for k, v in (workflow_status or {}).items()
+        }
         self._statuses: dict[tuple[int, int], str] = {}
         self._cache: dict[tuple[int, int, str | None], dict[str, Any]] = {}
         self._bytes_cache: dict[tuple[Any, ...], bytes] = {}
@@ -206,8 +227,10 @@ class Sandbox:
         workflow = self.workflow(key)
         finished = []
         for index in range(self.count(key) - 1, -1, -1):
+            if n is not None and len(finished) >= n:
+                break
             row = self._row(workflow, index)
-            if row["status"] in ("running", "queued") and (n is None or len(finished) < n):
+            if row["status"] in ("running", "queued"):
                 with self._lock:
                     self._statuses[(workflow.number, index)] = status
                     self._version += 1
@@ -264,14 +287,44 @@ class Sandbox:
             return list(range(count - 1, -1, -1))
         return bulk_indices(workflow, bulk_id, count)[::-1]
 
+    def workflow_rows(self) -> list[dict[str, Any]]:
+        """The list-workflows rows, newest first."""
+        return [
+            workflow_row(
+                self.seed,
+                w,
+                executions=self.count(w.id),
+                status=self._workflow_status.get(w.number, "active"),
+            )
+            for w in reversed(self.workflows)
+        ]
+
     def _row(self, workflow: Workflow, index: int) -> dict[str, Any]:
         status = self._statuses.get((workflow.number, index))
+        if (
+            status is None
+            and self.open_window is not None
+            and index < self._initial_counts[workflow.number] - self.open_window
+        ):
+            status = "finished-early"  # resolved below, once the drawn status is known
         key = (workflow.number, index, status)
         row = self._cache.get(key)
         if row is None:
             row = make_execution(
-                self.seed, workflow, index, timestamp_variety=self.timestamp_variety, status=status
+                self.seed,
+                workflow,
+                index,
+                timestamp_variety=self.timestamp_variety,
+                status=None if status == "finished-early" else status,
             )
+            if status == "finished-early" and row["status"] not in TERMINAL_STATUSES:
+                row = make_execution(
+                    self.seed,
+                    workflow,
+                    index,
+                    timestamp_variety=self.timestamp_variety,
+                    status="completed",
+                )
             if len(self._cache) >= ROW_CACHE_SIZE:
                 self._cache.clear()
             self._cache[key] = row
@@ -393,6 +446,8 @@ class _Handler(BaseHTTPRequestHandler):
         sandbox = self.sandbox
         if not self._authorized():
             return self._json(record, 401, {"error": "Invalid or missing API key"})
+        if path in {prefix + "/workflows" for prefix in PREFIXES}:
+            return self._serve_workflows(query, record)
         segments = self._route(path)
         if segments is None:
             return self._json(record, 404, {"error": "not found", "code": "NOT_FOUND"})
@@ -409,7 +464,7 @@ class _Handler(BaseHTTPRequestHandler):
             record.fault = fault.kind
             if self._replace(fault, record):
                 return
-        if workflow is None:
+        if workflow is None or sandbox._workflow_status.get(workflow.number) == "deleted":
             return self._json(record, 404, {"error": "workflow not found", "code": "NOT_FOUND"})
         if offset < 0 or not 1 <= limit <= 100:
             return self._json(record, 400, {"error": "limit must be 1-100 and offset >= 0"})
@@ -424,6 +479,28 @@ class _Handler(BaseHTTPRequestHandler):
         body = sandbox._page_body(rows, total, offset, limit)
         if fault.kind == "total":
             body["total_count"] = fault.body
+        self._json(record, 200, body)
+
+    def _serve_workflows(self, query: dict[str, str], record: RequestRecord) -> None:
+        """The organisation's workflows: ``offset`` in the body is the next start, sent
+        only while pages come back full (the vendor's definition)."""
+        try:
+            record.offset = offset = int(query.get("offset", "0"))
+            record.limit = limit = int(query.get("limit", "50"))
+        except ValueError:
+            return self._json(record, 400, {"error": "offset and limit must be integers"})
+        fault = self.sandbox.faults.take(("workflows",), offset) or self.sandbox._random_fault()
+        if fault is not None:
+            record.fault = fault.kind
+            if self._replace(fault, record):
+                return
+        if offset < 0 or not 1 <= limit <= 100:
+            return self._json(record, 400, {"error": "limit must be 1-100 and offset >= 0"})
+        rows = self.sandbox.workflow_rows()
+        page = rows[offset : offset + limit]
+        body: dict[str, Any] = {"workflows": page, "total_count": len(rows)}
+        if len(page) == limit:
+            body["offset"] = offset + limit
         self._json(record, 200, body)
 
     def _authorized(self) -> bool:
@@ -508,6 +585,8 @@ class _Handler(BaseHTTPRequestHandler):
                 workflow, offset + len(rows), fault.extra, bulk_id, grow=False
             )
             return rows + more
+        if fault.kind == "reversed":
+            return rows[::-1]
         if fault.kind == "missing_id" and rows:
             rows[0] = {k: v for k, v in rows[0].items() if k != "execution_id"}
         return rows

@@ -1,0 +1,355 @@
+"""Incremental runs: what a dataset remembers per workflow, and where a run may stop reading.
+
+The list is newest first and finished executions do not change, so after a load only two
+kinds of rows can differ from what the lake holds: rows created since (above the
+high-water mark) and rows that were still running or queued. A state file per workflow,
+``{root}/_state/<flow_id>.json``, records both; the next run pages from offset 0 and stops
+after the first page that reaches below ``stop_before``: the high-water mark minus a
+look-back (late writes) or the oldest open execution, whichever is older.
+
+State is written after the data, atomically (``storage.write_file_atomic``): a crash in
+between leaves the older state, and the next run re-reads a little more, never less.
+
+Imports ``storage``, ``schema``, ``pagination``, ``parallel`` (stats) and ``errors``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pandas as pd
+import pyarrow.fs as pafs
+
+from .errors import InvalidRequestError
+from .pagination import MAX_STALE_PAGES, Page
+from .parallel import ScanStats
+from .schema import parse_timestamps
+from .storage import Location, write_file_atomic
+
+logger = logging.getLogger("eachlabs_loader")
+
+STATE_DIR = "_state"
+STATE_FORMAT = 1
+"""Bumped when the state file changes meaning; another version falls back to a full load."""
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+"""Statuses that never change again. Anything else (``running``, ``queued``, an unknown or
+missing status) is tracked as open and read again by the next incremental run."""
+DEFAULT_LOOKBACK = timedelta(hours=1)
+"""Rows created up to this long before the newest row seen are read again (late writes)."""
+
+
+def validate_lookback(lookback: timedelta | float | int) -> timedelta:
+    """A ``timedelta`` or seconds, zero or more."""
+    if isinstance(lookback, timedelta):
+        value = lookback
+    elif isinstance(lookback, (int, float)) and not isinstance(lookback, bool):
+        value = timedelta(seconds=lookback) if lookback == lookback else timedelta(-1)
+    else:
+        raise InvalidRequestError(
+            f"lookback must be a timedelta or seconds, got {type(lookback).__name__}"
+        )
+    if value < timedelta(0):
+        raise InvalidRequestError(f"lookback must be zero or more, got {lookback!r}")
+    return value
+
+
+@dataclass
+class WorkflowState:
+    """What the dataset holds of one workflow, as of its last successful load."""
+
+    flow_id: str
+    dataset_id: str
+    high_water_mark: datetime | None
+    open_executions: dict[str, datetime | None]
+    last_run_at: datetime
+    last_run_mode: str = "full"
+    rows_fetched: int = 0
+    requests: int = 0
+
+    def stop_before(self, lookback: timedelta) -> datetime | None:
+        """Rows created before this instant were finished at the last run (None: read all)."""
+        if self.high_water_mark is None:
+            return None
+        bound = self.high_water_mark - lookback
+        opened = [t for t in self.open_executions.values() if t is not None]
+        return min([bound, *opened])
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": STATE_FORMAT,
+                "dataset_id": self.dataset_id,
+                "workflow_id": self.flow_id,
+                "high_water_mark": _iso(self.high_water_mark),
+                "open_executions": {k: _iso(v) for k, v in sorted(self.open_executions.items())},
+                "last_run": {
+                    "at": _iso(self.last_run_at),
+                    "mode": self.last_run_mode,
+                    "rows_fetched": self.rows_fetched,
+                    "requests": self.requests,
+                },
+            },
+            indent=1,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkflowState:
+        """Raises ``ValueError`` (with the reason) for anything but a current-format state."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        if data.get("format") != STATE_FORMAT:
+            raise ValueError(
+                f"state format {data.get('format')!r}, this version reads {STATE_FORMAT}"
+            )
+        last = data["last_run"]
+        return cls(
+            flow_id=_text(data["workflow_id"]),
+            dataset_id=_text(data["dataset_id"]),
+            high_water_mark=_instant(data["high_water_mark"]),
+            open_executions={
+                _text(k): _instant(v) for k, v in dict(data["open_executions"]).items()
+            },
+            last_run_at=_instant(last["at"]) or datetime.now(timezone.utc),
+            last_run_mode=_text(last.get("mode", "full")),
+            rows_fetched=int(last.get("rows_fetched", 0)),
+            requests=int(last.get("requests", 0)),
+        )
+
+
+def state_path(location: Location, flow_id: str) -> str:
+    from .lake import partition_value  # the same escaping as partition directories
+
+    return location.path(STATE_DIR, f"{partition_value(flow_id)}.json")
+
+
+def read_state(
+    location: Location, flow_id: str, dataset_id: str
+) -> tuple[WorkflowState | None, str | None]:
+    """The workflow's state, or None and why it cannot be used (a full load follows)."""
+    path = state_path(location, flow_id)
+    fs = location.filesystem
+    try:
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            return None, f"no state file {STATE_DIR}/{path.rsplit('/', 1)[-1]} in the dataset"
+        with fs.open_input_stream(path) as handle:
+            text = handle.read().decode("utf-8")
+        state = WorkflowState.from_json(text)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        return None, f"state file {STATE_DIR}/{path.rsplit('/', 1)[-1]} is unusable ({exc})"
+    if state.dataset_id != dataset_id:
+        return None, "the state file belongs to another dataset (copied or recreated lake)"
+    if state.flow_id != flow_id:
+        return None, f"the state file describes workflow {state.flow_id!r}"
+    return state, None
+
+
+def write_state(location: Location, state: WorkflowState) -> None:
+    data = state.to_json().encode("utf-8")
+    write_file_atomic(location, state_path(location, state.flow_id), lambda s: s.write(data))
+
+
+class StateTracker:
+    """Watches a load's contract frames; knows the state to save once the data is written.
+
+    Over-tracking is safe (the next run reads a little deeper), under-tracking is not: a
+    row seen open stays open unless a finished copy with a later-or-equal ``updated_at``
+    arrives.
+    """
+
+    def __init__(self) -> None:
+        self.flow_id: str | None = None
+        self.high_water_mark: datetime | None = None
+        self.open: dict[str, tuple[datetime | None, Any]] = {}
+
+    def observe(self, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        if self.flow_id is None:
+            flows = frame["flow_id"].dropna()
+            if len(flows):
+                self.flow_id = str(flows.iloc[0])
+        newest = frame["created_at"].max()
+        if pd.notna(newest):
+            newest = newest.to_pydatetime()
+            if self.high_water_mark is None or newest > self.high_water_mark:
+                self.high_water_mark = newest
+        finished = frame["status"].isin(sorted(TERMINAL_STATUSES)).fillna(False).to_numpy(bool)
+        self._close(frame[finished])
+        for execution_id, created, updated in frame.loc[
+            ~finished, ["execution_id", "created_at", "updated_at"]
+        ].itertuples(index=False):
+            known = self.open.get(execution_id)
+            if known is None or _later_or_equal(updated, known[1]):
+                self.open[execution_id] = (None if pd.isna(created) else created, updated)
+
+    def _close(self, finished: pd.DataFrame) -> None:
+        if not self.open or finished.empty:
+            return
+        hits = finished[finished["execution_id"].isin(list(self.open))]
+        for execution_id, updated in hits[["execution_id", "updated_at"]].itertuples(index=False):
+            if _later_or_equal(updated, self.open[execution_id][1]):
+                del self.open[execution_id]
+
+    def state(
+        self,
+        dataset_id: str,
+        previous: WorkflowState | None,
+        *,
+        mode: str,
+        rows_fetched: int,
+        requests: int,
+    ) -> WorkflowState | None:
+        """The state after this load (None when it saw no row and no state existed)."""
+        flow_id = self.flow_id or (previous.flow_id if previous else None)
+        if flow_id is None:
+            return None
+        marks = [m for m in (self.high_water_mark, previous and previous.high_water_mark) if m]
+        return WorkflowState(
+            flow_id=flow_id,
+            dataset_id=dataset_id,
+            high_water_mark=max(marks) if marks else None,
+            open_executions={
+                k: None if c is None else c.to_pydatetime() for k, (c, _) in self.open.items()
+            },
+            last_run_at=datetime.now(timezone.utc),
+            last_run_mode=mode,
+            rows_fetched=rows_fetched,
+            requests=requests,
+        )
+
+
+@dataclass
+class IncrementalScan:
+    """Pages from offset 0 until the run has passed its state's ``stop_before``.
+
+    Args:
+        pages: the plain sequential scan of the workflow from offset 0.
+        load_state: flow_id -> (state, None) or (None, why it cannot be used).
+        full_scan: a fresh full scan (concurrent), used when there is no usable state.
+        lookback: see ``DEFAULT_LOOKBACK``.
+
+    After iteration, ``incremental`` says whether the run stopped early (or could have),
+    ``fallback`` why it read everything instead, ``state`` the state it started from.
+    Rows arrive newest first; if they turn out not to (a created_at newer than an older
+    page's), the bound means nothing, and the scan reads on to the end of the list.
+    """
+
+    pages: Iterator[Page]
+    load_state: Callable[[str], tuple[WorkflowState | None, str | None]]
+    full_scan: Callable[[], Iterable[Page]]
+    lookback: timedelta
+    workflow_id: str | None = None
+    incremental: bool = False
+    fallback: str | None = None
+    state: WorkflowState | None = None
+    stats: ScanStats = field(default_factory=ScanStats)
+    effective_concurrency: int = 1
+    _inner: Any = None
+
+    def __iter__(self) -> Iterator[Page]:
+        first = next(self.pages, None)
+        if first is None:
+            return
+        self._count(first)
+        flows = [f for f in first.columns.get("flow_id", []) if isinstance(f, str) and f]
+        if not flows:
+            self.incremental = not len(first)  # an empty workflow: nothing more to read
+            yield first
+            if len(first):
+                self._fall_back("the first page names no flow_id")
+                yield from self._rest()
+            return
+        self.state, why = self.load_state(flows[0])
+        if self.state is None:
+            self._fall_back(why or "no state")
+            self._inner = self.full_scan()
+            yield from self._inner
+            return
+        bound = self.state.stop_before(self.lookback)
+        self.incremental = True
+        oldest: datetime | None = None
+        recent: deque[set[str]] = deque(maxlen=MAX_STALE_PAGES)
+        page: Page | None = first
+        while page is not None:
+            created, _ = parse_timestamps(page.columns.get("created_at", [None] * len(page)))
+            for execution_id, when in zip(page.ids, created.tolist(), strict=True):
+                if pd.isna(when) or any(execution_id in ids for ids in recent):
+                    continue  # a row shifted down by an insert at the head, seen already
+                if oldest is not None and when > oldest:
+                    self._fall_back(
+                        f"the list is not newest first (execution {execution_id!r} at offset "
+                        f"{page.offset} is newer than rows before it)"
+                    )
+                    yield page
+                    yield from self._rest()
+                    return
+                oldest = when
+            yield page
+            if bound is not None and oldest is not None and oldest < bound:
+                return
+            recent.append(set(page.ids))
+            page = next(self.pages, None)
+            if page is not None:
+                self._count(page)
+
+    def _rest(self) -> Iterator[Page]:
+        for page in self.pages:
+            self._count(page)
+            yield page
+
+    def _count(self, page: Page) -> None:
+        self.stats.pages += 1
+        if self.stats.total_count_start is None:
+            self.stats.total_count_start = page.total_count
+        self.stats.total_count_end = page.total_count
+
+    def _fall_back(self, why: str) -> None:
+        self.incremental = False
+        self.fallback = why
+        logger.warning(
+            "workflow %r: incremental run falls back to a full load: %s", self.workflow_id, why
+        )
+
+    def finish(self) -> None:
+        """Take the full scan's counts, if one ran."""
+        if self._inner is not None:
+            self.stats = self._inner.stats
+            self.effective_concurrency = self._inner.effective_concurrency
+
+
+def _later_or_equal(a: Any, b: Any) -> bool:
+    if pd.isna(b):
+        return True
+    if pd.isna(a):
+        return False
+    return bool(a >= b)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _instant(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO timestamp, got {value!r}")
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp without an offset: {value!r}")
+    return parsed.astimezone(timezone.utc)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value
