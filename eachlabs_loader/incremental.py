@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ STATE_FORMAT = 1
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 """Statuses that never change again. Anything else (``running``, ``queued``, an unknown or
 missing status) is tracked as open and read again by the next incremental run."""
+DEEP_FACTOR = 2
+"""An incremental run pages sequentially; deeper than this many rounds of a concurrent full
+scan, the full scan wins (BENCHMARKS.md, incremental runs)."""
 DEFAULT_LOOKBACK = timedelta(hours=1)
 """Rows created up to this long before the newest row seen are read again (late writes)."""
 
@@ -71,6 +75,16 @@ class WorkflowState:
     last_run_mode: str = "full"
     rows_fetched: int = 0
     requests: int = 0
+    total_count: int | None = None
+    open_depth: int | None = None
+    """Rows from the head down to the oldest open execution, at the last run."""
+
+    def pages_to_read(self, total_count: int | None, limit: int) -> int | None:
+        """About how many pages an incremental run reads now (None: cannot tell)."""
+        if self.open_depth is None or self.total_count is None or total_count is None:
+            return None
+        new = max(0, total_count - self.total_count)
+        return math.ceil((new + self.open_depth) / limit) + 1
 
     def stop_before(self, lookback: timedelta) -> datetime | None:
         """Rows created before this instant were finished at the last run (None: read all)."""
@@ -93,6 +107,8 @@ class WorkflowState:
                     "mode": self.last_run_mode,
                     "rows_fetched": self.rows_fetched,
                     "requests": self.requests,
+                    "total_count": self.total_count,
+                    "open_depth": self.open_depth,
                 },
             },
             indent=1,
@@ -120,6 +136,8 @@ class WorkflowState:
             last_run_mode=_text(last.get("mode", "full")),
             rows_fetched=int(last.get("rows_fetched", 0)),
             requests=int(last.get("requests", 0)),
+            total_count=_count(last.get("total_count")),
+            open_depth=_count(last.get("open_depth")),
         )
 
 
@@ -166,7 +184,8 @@ class StateTracker:
     def __init__(self) -> None:
         self.flow_id: str | None = None
         self.high_water_mark: datetime | None = None
-        self.open: dict[str, tuple[datetime | None, Any]] = {}
+        self.open: dict[str, tuple[datetime | None, Any, int]] = {}
+        self.rows_seen = 0
 
     def observe(self, frame: pd.DataFrame) -> None:
         if frame.empty:
@@ -182,12 +201,15 @@ class StateTracker:
                 self.high_water_mark = newest
         finished = frame["status"].isin(sorted(TERMINAL_STATUSES)).fillna(False).to_numpy(bool)
         self._close(frame[finished])
-        for execution_id, created, updated in frame.loc[
-            ~finished, ["execution_id", "created_at", "updated_at"]
-        ].itertuples(index=False):
+        opened = frame.loc[~finished, ["execution_id", "created_at", "updated_at"]]
+        positions = (self.rows_seen + (~finished).nonzero()[0]).tolist()
+        for (execution_id, created, updated), position in zip(
+            opened.itertuples(index=False), positions, strict=True
+        ):
             known = self.open.get(execution_id)
             if known is None or _later_or_equal(updated, known[1]):
-                self.open[execution_id] = (None if pd.isna(created) else created, updated)
+                self.open[execution_id] = (None if pd.isna(created) else created, updated, position)
+        self.rows_seen += len(frame)
 
     def _close(self, finished: pd.DataFrame) -> None:
         if not self.open or finished.empty:
@@ -205,6 +227,7 @@ class StateTracker:
         mode: str,
         rows_fetched: int,
         requests: int,
+        total_count: int | None = None,
     ) -> WorkflowState | None:
         """The state after this load (None when it saw no row and no state existed)."""
         flow_id = self.flow_id or (previous.flow_id if previous else None)
@@ -216,12 +239,14 @@ class StateTracker:
             dataset_id=dataset_id,
             high_water_mark=max(marks) if marks else None,
             open_executions={
-                k: None if c is None else c.to_pydatetime() for k, (c, _) in self.open.items()
+                k: None if c is None else c.to_pydatetime() for k, (c, _, _) in self.open.items()
             },
             last_run_at=datetime.now(timezone.utc),
             last_run_mode=mode,
             rows_fetched=rows_fetched,
             requests=requests,
+            total_count=total_count,
+            open_depth=max((p + 1 for _, _, p in self.open.values()), default=0),
         )
 
 
@@ -232,7 +257,9 @@ class IncrementalScan:
     Args:
         pages: the plain sequential scan of the workflow from offset 0.
         load_state: flow_id -> (state, None) or (None, why it cannot be used).
-        full_scan: a fresh full scan (concurrent), used when there is no usable state.
+        full_scan: a fresh full scan (concurrent), used when there is no usable state, or
+            when the state says the run would page so deep that the concurrent full scan
+            is faster (more than ``DEEP_FACTOR`` times its rounds of ``concurrency`` pages).
         lookback: see ``DEFAULT_LOOKBACK``.
 
     After iteration, ``incremental`` says whether the run stopped early (or could have),
@@ -246,6 +273,8 @@ class IncrementalScan:
     full_scan: Callable[[], Iterable[Page]]
     lookback: timedelta
     workflow_id: str | None = None
+    concurrency: int = 1
+    limit: int = 100
     incremental: bool = False
     fallback: str | None = None
     state: WorkflowState | None = None
@@ -269,6 +298,12 @@ class IncrementalScan:
         self.state, why = self.load_state(flows[0])
         if self.state is None:
             self._fall_back(why or "no state")
+            self._inner = self.full_scan()
+            yield from self._inner
+            return
+        deep = self._too_deep(first)
+        if deep is not None:
+            self._fall_back(deep, level=logging.INFO)
             self._inner = self.full_scan()
             yield from self._inner
             return
@@ -310,11 +345,28 @@ class IncrementalScan:
             self.stats.total_count_start = page.total_count
         self.stats.total_count_end = page.total_count
 
-    def _fall_back(self, why: str) -> None:
+    def _too_deep(self, first: Page) -> str | None:
+        """Why a sequential read down to the oldest open execution would be the slower way."""
+        assert self.state is not None
+        depth = self.state.pages_to_read(first.total_count, self.limit)
+        if depth is None or self.concurrency <= 1 or first.total_count is None:
+            return None
+        rounds = math.ceil(first.total_count / self.limit / self.concurrency)
+        if depth <= DEEP_FACTOR * rounds:
+            return None
+        return (
+            f"the oldest open execution is about {depth} pages deep; a full load of "
+            f"{first.total_count} rows, {self.concurrency} pages at a time, is faster"
+        )
+
+    def _fall_back(self, why: str, level: int = logging.WARNING) -> None:
         self.incremental = False
         self.fallback = why
-        logger.warning(
-            "workflow %r: incremental run falls back to a full load: %s", self.workflow_id, why
+        logger.log(
+            level,
+            "workflow %r: incremental run falls back to a full load: %s",
+            self.workflow_id,
+            why,
         )
 
     def finish(self) -> None:
@@ -347,6 +399,14 @@ def _instant(value: Any) -> datetime | None:
     if parsed.tzinfo is None:
         raise ValueError(f"timestamp without an offset: {value!r}")
     return parsed.astimezone(timezone.utc)
+
+
+def _count(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a count, got {value!r}")
+    return value
 
 
 def _text(value: Any) -> str:

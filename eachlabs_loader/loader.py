@@ -427,6 +427,8 @@ class _Load:
                 full_scan=lambda: client.scan(self.workflow_id),
                 lookback=plan.lookback,
                 workflow_id=self.workflow_id,
+                concurrency=client.settings.concurrency,
+                limit=client.settings.page_size,
             )
         self.rows_fetched = 0
         self.unparseable: dict[str, int] = {}
@@ -438,7 +440,8 @@ class _Load:
         chunk = ColumnBuffer(fill=NULL)
         previous: Page | None = None
         for page in self.scan:
-            if previous is None:
+            if previous is None and not getattr(self.scan, "incremental", False):
+                # An incremental run reads only the head: the list's total would mislead.
                 self.progress.announce(page.total_count or len(page))
             columns = _without_repeats(previous, page)
             chunk.extend(columns)
@@ -469,6 +472,7 @@ class _Load:
             mode="incremental" if result.incremental else "full",
             rows_fetched=result.rows_fetched,
             requests=result.requests,
+            total_count=result.total_count_end,
         )
 
     def finish(self, *, rows: int) -> LoadResult:

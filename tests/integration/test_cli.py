@@ -239,3 +239,49 @@ def test_usage_error_exit_code(capsys):
         main(["no-such-command"])
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_incremental_runs_and_the_whole_organisation(make_sandbox, tmp_path):
+    api = make_sandbox(workflows=2, rows=400, api_key=KEY, open_window=50)
+    lake = str(tmp_path / "lake")
+    first = run(api, "executions", "--all", "--out", lake, "--incremental", "--no-progress")
+    assert first.returncode == 0, first.stderr
+    assert (
+        "800 executions written" in first.stdout
+        and "full load instead of incremental" in first.stdout
+    )
+    assert "falls back to a full load" in first.stderr  # the WARNING, once per workflow
+    api.insert(api.workflows[1].slug, 25)
+    api.clear_requests()
+    second = run(api, "executions", "--all", "--out", lake, "--incremental", "--lookback", "30m")
+    assert second.returncode == 0, second.stderr
+    assert "25 executions written" in second.stdout and "; incremental" in second.stdout
+    assert second.stderr == ""
+    assert len(api.requests) <= 1 + 2 * 2  # the workflows list, then the heads
+
+
+def test_workflows_command_lists_the_organisation(make_sandbox, tmp_path):
+    api = make_sandbox(workflows=3, rows=5, api_key=KEY)
+    listed = run(api, "workflows")
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [r["workflow_id"] for r in rows] == [w["workflow_id"] for w in api.workflow_rows()]
+    out = tmp_path / "workflows.csv"
+    assert run(api, "workflows", "--out", str(out)).returncode == 0
+    assert len(pd.read_csv(out)) == 3
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["executions", "--all", "wf"], "not both"),
+        (["executions"], "not both"),
+        (["executions", "wf", "--incremental"], "needs a Parquet lake"),
+        (["executions", "wf", "--out", "x.csv", "--incremental"], "needs a Parquet lake"),
+        (["executions", "wf", "--out", "lake", "--incremental", "--lookback", "soon"], "duration"),
+    ],
+)
+def test_incremental_and_all_usage_errors_exit_2_before_any_request(api, args, message, tmp_path):
+    result = run(api, *args, cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr
+    assert api.requests == []

@@ -258,3 +258,27 @@ def test_read_state_rejects_a_state_of_another_workflow(api, tmp_path):
     assert state is None and "describes workflow" in why
     state, why = read_state(location, api.workflows[0].id, dataset_id)
     assert state is not None and why is None
+
+
+def test_open_executions_deep_in_history_make_the_concurrent_full_scan_the_choice(
+    make_sandbox, tmp_path, caplog
+):
+    # Long-running executions everywhere: reading down to the oldest is a near-full scan.
+    api = make_sandbox(workflows=1, rows=ROWS)
+    slug = api.workflows[0].slug
+    root = tmp_path / "lake"
+    load_executions(slug, output=root, **kwargs(api))
+    assert json.loads(state_file(root, api).read_text())["last_run"]["open_depth"] > ROWS * 0.9
+    api.insert(slug, 40)
+    with caplog.at_level(logging.INFO, logger="eachlabs_loader"):
+        result = load_executions(slug, output=root, incremental=True, **kwargs(api))
+    assert not result.incremental and "pages deep" in result.fallbacks[slug]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # a choice, not a fault
+    assert_same_as_full_load(api, root, tmp_path, [slug])
+    # Sequential loads have nothing faster to switch to: they read down to it, exactly.
+    api.insert(slug, 15)
+    api.finish(slug)
+    single = load_executions(slug, output=root, incremental=True, concurrency=1, **kwargs(api))
+    assert single.incremental and single.rows_inserted == 15
+    shutil.rmtree(tmp_path / "fresh")
+    assert_same_as_full_load(api, root, tmp_path, [slug])

@@ -244,3 +244,38 @@ def test_random_faults_strike_at_the_given_rate_reproducibly(make_sandbox):
     assert first == second
     failed = sum(1 for code in first if code != 200)  # garbled 200s come on top of these
     assert 6 <= failed <= 30
+
+
+WORKFLOW_FIELDS = {
+    "workflow_id", "slug", "name", "categories", "tags", "status", "trigger_count",
+    "clone_count", "is_public", "production", "node_based", "created_at", "updated_at",
+}  # fmt: skip
+
+
+def test_workflows_list_pages_newest_first_with_the_next_offset_while_full(make_sandbox):
+    sandbox = make_sandbox(workflows=5, rows=3)
+    url, headers = f"{sandbox.origin}/api/v1/workflows", {"X-API-Key": sandbox.api_key}
+    first = requests.get(url, params={"limit": 2}, headers=headers, timeout=5).json()
+    last = requests.get(url, params={"offset": 4, "limit": 2}, headers=headers, timeout=5).json()
+    assert first["offset"] == 2 and first["total_count"] == 5 and "offset" not in last
+    rows = first["workflows"] + last["workflows"]
+    assert all(set(r) == WORKFLOW_FIELDS for r in rows)
+    created = [when(r["created_at"]) for r in rows]
+    assert created == sorted(created, reverse=True)
+    assert {r["workflow_id"] for r in rows} <= {w.id for w in sandbox.workflows}
+    default = requests.get(url, headers=headers, timeout=5).json()  # limit defaults to 50
+    assert len(default["workflows"]) == 5 and "offset" not in default
+    assert requests.get(url, params={"limit": 101}, headers=headers, timeout=5).status_code == 400
+    assert requests.get(url, timeout=5).status_code == 401
+
+
+def test_open_window_keeps_old_executions_finished_and_deleted_workflows_404(make_sandbox):
+    sandbox = make_sandbox(
+        workflows=2, rows=2_000, open_window=100, workflow_status={"video-upscaler": "deleted"}
+    )
+    rows = sandbox.rows(sandbox.workflows[0].slug)
+    assert all(r["status"] in ("completed", "failed", "cancelled") for r in rows[100:])
+    assert any(r["status"] in ("running", "queued") for r in rows[:100])
+    sandbox.insert(sandbox.workflows[0].slug, 300)  # the window does not move with inserts
+    assert sandbox.rows(sandbox.workflows[0].slug)[300:] == rows
+    assert get(sandbox, "video-upscaler").status_code == 404

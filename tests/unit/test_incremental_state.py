@@ -212,3 +212,12 @@ def test_without_a_state_the_full_scan_runs_instead():
     assert [p for p in scan] == full
     assert scan.fallback == "no state file" and not scan.incremental
     assert pd.Series([i for p in full for i in p.ids]).is_unique
+
+
+def test_pages_to_read_counts_new_rows_and_the_depth_of_the_oldest_open_one():
+    known = state()
+    assert known.pages_to_read(1_000, 100) is None  # a state without depth: cannot tell
+    known.total_count, known.open_depth = 1_000, 250
+    assert known.pages_to_read(1_120, 100) == 5  # ceil((120 + 250) / 100) + 1
+    assert known.pages_to_read(900, 100) == 4  # rows deleted: no new ones
+    assert known.pages_to_read(None, 100) is None
