@@ -81,9 +81,11 @@ class Page:
         return self.total_count is None or self.offset + received >= self.total_count
 
 
-def columns_from_rows(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+def columns_from_rows(
+    rows: list[dict[str, Any]], key: str = "execution_id"
+) -> dict[str, list[Any]]:
     """Row dicts to columns: every key seen, in first-seen order, None where a row lacks it."""
-    names: dict[str, None] = {"execution_id": None}
+    names: dict[str, None] = {key: None}
     for row in rows:
         names.update(dict.fromkeys(row))
     return {name: [row.get(name) for row in rows] for name in names}
@@ -131,19 +133,7 @@ def parse_executions_page(body: Any, *, offset: int, limit: int) -> Page:
         InvalidResponseError: the body is not ``{"executions": [{...}, ...], ...}`` or a row
             has no ``execution_id`` (retryable: proxies garble bodies).
     """
-    if not isinstance(body, dict):
-        raise InvalidResponseError(f"expected a JSON object, got {type(body).__name__}")
-    rows = body.get("executions")
-    if rows is None and "executions" in body:
-        rows = []  # some servers send null for an empty list
-    if not isinstance(rows, list):
-        raise InvalidResponseError("the response has no 'executions' list")
-    for position, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise InvalidResponseError(f"execution #{position} of the page is not a JSON object")
-        execution_id = row.get("execution_id")
-        if not isinstance(execution_id, str) or not execution_id:
-            raise InvalidResponseError(f"execution #{position} of the page has no execution_id")
+    rows = _checked_rows(body, "executions", "execution", "execution_id")
     return Page.from_rows(
         offset,
         limit,
@@ -158,25 +148,28 @@ def parse_workflows_page(body: Any, *, offset: int, limit: int) -> Page:
 
     The response's ``offset`` is the vendor's next start: a hint like any other, unused.
     """
-    if not isinstance(body, dict):
-        raise InvalidResponseError(f"expected a JSON object, got {type(body).__name__}")
-    rows = body.get("workflows")
-    if rows is None and "workflows" in body:
-        rows = []
-    if not isinstance(rows, list):
-        raise InvalidResponseError("the response has no 'workflows' list")
-    for position, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise InvalidResponseError(f"workflow #{position} of the page is not a JSON object")
-        workflow_id = row.get("workflow_id")
-        if not isinstance(workflow_id, str) or not workflow_id:
-            raise InvalidResponseError(f"workflow #{position} of the page has no workflow_id")
-    names: dict[str, None] = {"workflow_id": None}
-    for row in rows:
-        names.update(dict.fromkeys(row))
-    columns = {name: [row.get(name) for row in rows] for name in names}
+    rows = _checked_rows(body, "workflows", "workflow", "workflow_id")
+    columns = columns_from_rows(rows, key="workflow_id")
     total = read_hint(body.get("total_count"), minimum=0)
     return Page(offset, limit, columns, total, key="workflow_id")
+
+
+def _checked_rows(body: Any, field: str, noun: str, key: str) -> list[dict[str, Any]]:
+    """``body[field]``: a list of objects, each with a non-empty string ``key``."""
+    if not isinstance(body, dict):
+        raise InvalidResponseError(f"expected a JSON object, got {type(body).__name__}")
+    rows = body.get(field)
+    if rows is None and field in body:
+        rows = []  # some servers send null for an empty list
+    if not isinstance(rows, list):
+        raise InvalidResponseError(f"the response has no {field!r} list")
+    for position, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InvalidResponseError(f"{noun} #{position} of the page is not a JSON object")
+        value = row.get(key)
+        if not isinstance(value, str) or not value:
+            raise InvalidResponseError(f"{noun} #{position} of the page has no {key}")
+    return rows
 
 
 def read_hint(value: Any, *, minimum: int) -> int | None:
