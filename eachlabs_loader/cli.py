@@ -190,7 +190,6 @@ def _executions_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     parser.add_argument(
         "--lookback",
         type=_duration,
-        default=DEFAULT_LOOKBACK,
         metavar="DURATION",
         help="with --incremental: re-read executions created this long before the newest "
         "one known (seconds, or 30m, 2h, 1d; default 1h)",
@@ -209,7 +208,20 @@ def _duration(text: str) -> timedelta:
     match = _DURATION_RE.match(text)
     if match is None:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 3600, 90s, 30m, 2h, 1d)")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"duration too long: {text!r}") from None
+
+
+def _flat_format(out: str | None) -> str | None:
+    """csv or jsonl from a file name (None: stdout, so jsonl); None for other names."""
+    lower = (out or ".jsonl").lower()
+    if lower.endswith(".csv"):
+        return "csv"
+    if lower.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    return None
 
 
 def _output_format(args: argparse.Namespace) -> str:
@@ -217,14 +229,7 @@ def _output_format(args: argparse.Namespace) -> str:
         if args.format == "parquet" and not args.out:
             raise InvalidRequestError("--format parquet needs --out (a directory or URI)")
         return str(args.format)
-    if not args.out:
-        return "jsonl"
-    lower = args.out.lower()
-    if lower.endswith(".csv"):
-        return "csv"
-    if lower.endswith((".jsonl", ".ndjson", ".json")):
-        return "jsonl"
-    return "parquet"
+    return _flat_format(args.out) or "parquet"
 
 
 def _api_key(args: argparse.Namespace) -> str | None:
@@ -243,6 +248,8 @@ def _run_executions(args: argparse.Namespace) -> int:
         raise InvalidRequestError("name the workflows to load, or --all (not both)")
     if args.incremental and fmt != "parquet":
         raise InvalidRequestError("--incremental needs a Parquet lake: --out DIRECTORY_OR_URI")
+    if (args.full_refresh or args.lookback is not None) and not args.incremental:
+        raise InvalidRequestError("--full-refresh and --lookback only apply with --incremental")
     workflows = ALL_WORKFLOWS if args.all else args.workflows
     common = {
         "api_key": _api_key(args),
@@ -262,7 +269,7 @@ def _run_executions(args: argparse.Namespace) -> int:
             output=args.out,
             incremental=args.incremental,
             full_refresh=args.full_refresh,
-            lookback=args.lookback,
+            lookback=DEFAULT_LOOKBACK if args.lookback is None else args.lookback,
             **common,
         )
     else:
@@ -299,7 +306,9 @@ def _summary(result: LoadResult, where: str, fmt: str) -> str:
 
 
 def _run_workflows(args: argparse.Namespace) -> int:
-    fmt = args.format or ("csv" if (args.out or "").lower().endswith(".csv") else "jsonl")
+    fmt = args.format or _flat_format(args.out)
+    if fmt is None:
+        raise InvalidRequestError(f"--out {args.out!r}: name a .csv or .jsonl file, or --format")
     frame = load_workflows(api_key=_api_key(args), base_url=args.base_url)
     write_flat(frame, args.out or sys.stdout, fmt)
     if args.out and not args.quiet:

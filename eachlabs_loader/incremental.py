@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -29,7 +30,7 @@ import pyarrow.fs as pafs
 
 from .errors import InvalidRequestError
 from .pagination import MAX_STALE_PAGES, Page
-from .parallel import ScanStats
+from .parallel import MIN_ROUND_TRIP_S, ScanStats
 from .schema import parse_timestamps
 from .storage import Location, write_file_atomic
 
@@ -46,6 +47,10 @@ DEEP_FACTOR = 2
 scan, the full scan wins (BENCHMARKS.md, incremental runs)."""
 DEFAULT_LOOKBACK = timedelta(hours=1)
 """Rows created up to this long before the newest row seen are read again (late writes)."""
+MAX_LOOKBACK = timedelta(days=3650)
+ORDER_TOLERANCE = timedelta(seconds=1)
+"""Timestamps of one list may come at different precisions (``...:05Z`` beside ``...:05.7Z``):
+rows this close are not an order violation, and the scan stops only this far past its bound."""
 
 
 def validate_lookback(lookback: timedelta | float | int) -> timedelta:
@@ -53,13 +58,19 @@ def validate_lookback(lookback: timedelta | float | int) -> timedelta:
     if isinstance(lookback, timedelta):
         value = lookback
     elif isinstance(lookback, (int, float)) and not isinstance(lookback, bool):
-        value = timedelta(seconds=lookback) if lookback == lookback else timedelta(-1)
+        if not -1 < lookback / 86_400 <= MAX_LOOKBACK.days:  # NaN and inf fail too
+            raise InvalidRequestError(
+                f"lookback must be between 0 and {MAX_LOOKBACK.days} days, got {lookback!r}"
+            )
+        value = timedelta(seconds=lookback)
     else:
         raise InvalidRequestError(
             f"lookback must be a timedelta or seconds, got {type(lookback).__name__}"
         )
-    if value < timedelta(0):
-        raise InvalidRequestError(f"lookback must be zero or more, got {lookback!r}")
+    if not timedelta(0) <= value <= MAX_LOOKBACK:
+        raise InvalidRequestError(
+            f"lookback must be between 0 and {MAX_LOOKBACK.days} days, got {lookback!r}"
+        )
     return value
 
 
@@ -83,16 +94,17 @@ class WorkflowState:
         """About how many pages an incremental run reads now (None: cannot tell)."""
         if self.open_depth is None or self.total_count is None or total_count is None:
             return None
-        new = max(0, total_count - self.total_count)
+        new = _growth(total_count, self.total_count)
         return math.ceil((new + self.open_depth) / limit) + 1
 
     def stop_before(self, lookback: timedelta) -> datetime | None:
-        """Rows created before this instant were finished at the last run (None: read all)."""
-        if self.high_water_mark is None:
+        """Rows created before this instant were finished at the last run (None: read all).
+
+        An open execution without ``created_at`` could be anywhere in the list: read all.
+        """
+        if self.high_water_mark is None or None in self.open_executions.values():
             return None
-        bound = self.high_water_mark - lookback
-        opened = [t for t in self.open_executions.values() if t is not None]
-        return min([bound, *opened])
+        return min([self.high_water_mark - lookback, *self.open_executions.values()])  # type: ignore[list-item]
 
     def to_json(self) -> str:
         return json.dumps(
@@ -234,14 +246,17 @@ class StateTracker:
         if flow_id is None:
             return None
         marks = [m for m in (self.high_water_mark, previous and previous.high_water_mark) if m]
+        now = datetime.now(timezone.utc)
+        # A created_at in the future (clock skew) must not push the mark past rows not yet
+        # created: they would land below it and never be read. Our clock caps it.
         return WorkflowState(
             flow_id=flow_id,
             dataset_id=dataset_id,
-            high_water_mark=max(marks) if marks else None,
+            high_water_mark=min(max(marks), now) if marks else None,
             open_executions={
                 k: None if c is None else c.to_pydatetime() for k, (c, _, _) in self.open.items()
             },
-            last_run_at=datetime.now(timezone.utc),
+            last_run_at=now,
             last_run_mode=mode,
             rows_fetched=rows_fetched,
             requests=requests,
@@ -255,7 +270,8 @@ class IncrementalScan:
     """Pages from offset 0 until the run has passed its state's ``stop_before``.
 
     Args:
-        pages: the plain sequential scan of the workflow from offset 0.
+        head: the workflow's scan; its ``linked_pages`` (overlapping, checked, fetched one
+            at a time) are read, so rows moving between requests are not skipped.
         load_state: flow_id -> (state, None) or (None, why it cannot be used).
         full_scan: a fresh full scan (concurrent), used when there is no usable state, or
             when the state says the run would page so deep that the concurrent full scan
@@ -265,10 +281,11 @@ class IncrementalScan:
     After iteration, ``incremental`` says whether the run stopped early (or could have),
     ``fallback`` why it read everything instead, ``state`` the state it started from.
     Rows arrive newest first; if they turn out not to (a created_at newer than an older
-    page's), the bound means nothing, and the scan reads on to the end of the list.
+    row's, or a first page older than what the last run saw), the bound means nothing, and
+    the scan reads on to the end of the list.
     """
 
-    pages: Iterator[Page]
+    head: Any
     load_state: Callable[[str], tuple[WorkflowState | None, str | None]]
     full_scan: Callable[[], Iterable[Page]]
     lookback: timedelta
@@ -278,36 +295,46 @@ class IncrementalScan:
     incremental: bool = False
     fallback: str | None = None
     state: WorkflowState | None = None
-    stats: ScanStats = field(default_factory=ScanStats)
-    effective_concurrency: int = 1
-    _inner: Any = None
+    _scan: Any = None
+
+    def __post_init__(self) -> None:
+        self._scan = self.head
+
+    @property
+    def stats(self) -> ScanStats:
+        return self._scan.stats  # type: ignore[no-any-return]
+
+    @property
+    def effective_concurrency(self) -> int:
+        return self._scan.effective_concurrency  # type: ignore[no-any-return]
 
     def __iter__(self) -> Iterator[Page]:
-        first = next(self.pages, None)
+        pages = self.head.linked_pages()
+        started = time.perf_counter()
+        first = next(pages, None)
+        round_trip = time.perf_counter() - started
         if first is None:
             return
-        self._count(first)
         flows = [f for f in first.columns.get("flow_id", []) if isinstance(f, str) and f]
         if not flows:
             self.incremental = not len(first)  # an empty workflow: nothing more to read
             yield first
             if len(first):
                 self._fall_back("the first page names no flow_id")
-                yield from self._rest()
+                yield from pages
             return
         self.state, why = self.load_state(flows[0])
-        if self.state is None:
-            self._fall_back(why or "no state")
-            self._inner = self.full_scan()
-            yield from self._inner
-            return
-        deep = self._too_deep(first)
-        if deep is not None:
-            self._fall_back(deep, level=logging.INFO)
-            self._inner = self.full_scan()
-            yield from self._inner
+        why = why or self._too_deep(first, round_trip)
+        if self.state is None or why is not None:
+            self._fall_back(why or "no state", level=_level(self.state))
+            self._scan = self.full_scan()
+            yield from self._scan
             return
         bound = self.state.stop_before(self.lookback)
+        # However the timestamps look, the run reads at least as many rows as the list grew
+        # by since the last run: new rows sit at the head, even if a stray created_at (a
+        # clock far ahead) made the mark overshoot them.
+        grown = _growth(first.total_count, self.state.total_count)
         self.incremental = True
         oldest: datetime | None = None
         recent: deque[set[str]] = deque(maxlen=MAX_STALE_PAGES)
@@ -317,42 +344,52 @@ class IncrementalScan:
             for execution_id, when in zip(page.ids, created.tolist(), strict=True):
                 if pd.isna(when) or any(execution_id in ids for ids in recent):
                     continue  # a row shifted down by an insert at the head, seen already
-                if oldest is not None and when > oldest:
+                if oldest is not None and when > oldest + ORDER_TOLERANCE:
                     self._fall_back(
                         f"the list is not newest first (execution {execution_id!r} at offset "
                         f"{page.offset} is newer than rows before it)"
                     )
                     yield page
-                    yield from self._rest()
+                    yield from pages
                     return
-                oldest = when
+                oldest = when if oldest is None else min(oldest, when)
+            if page is first and not self._starts_at_the_head(first, created):
+                yield page
+                yield from pages
+                return
             yield page
-            if bound is not None and oldest is not None and oldest < bound:
+            if (
+                bound is not None
+                and oldest is not None
+                and oldest < bound - ORDER_TOLERANCE
+                and page.offset + len(page) > grown
+            ):
                 return
             recent.append(set(page.ids))
-            page = next(self.pages, None)
-            if page is not None:
-                self._count(page)
+            page = next(pages, None)
 
-    def _rest(self) -> Iterator[Page]:
-        for page in self.pages:
-            self._count(page)
-            yield page
-
-    def _count(self, page: Page) -> None:
-        self.stats.pages += 1
-        if self.stats.total_count_start is None:
-            self.stats.total_count_start = page.total_count
-        self.stats.total_count_end = page.total_count
-
-    def _too_deep(self, first: Page) -> str | None:
-        """Why a sequential read down to the oldest open execution would be the slower way."""
+    def _starts_at_the_head(self, first: Page, created: pd.Series) -> bool:
+        """The newest row now cannot be older than the newest one seen last time."""
         assert self.state is not None
-        depth = self.state.pages_to_read(first.total_count, self.limit)
-        if depth is None or self.concurrency <= 1 or first.total_count is None:
+        newest, mark = created.max(), self.state.high_water_mark
+        if mark is None or pd.isna(newest) or newest >= mark - self.lookback - ORDER_TOLERANCE:
+            return True
+        self._fall_back(
+            f"the first page's newest execution ({newest.isoformat()}) is older than the "
+            f"newest one the last run saw ({_iso(mark)}): the list is not newest first "
+            "(or its head was deleted)"
+        )
+        return False
+
+    def _too_deep(self, first: Page, round_trip: float) -> str | None:
+        """Why a sequential read down to the oldest open execution would be the slower way."""
+        if self.state is None or self.concurrency <= 1 or first.total_count is None:
             return None
+        if round_trip < MIN_ROUND_TRIP_S:
+            return None  # the full scan would page sequentially too: nothing to gain
+        depth = self.state.pages_to_read(first.total_count, self.limit)
         rounds = math.ceil(first.total_count / self.limit / self.concurrency)
-        if depth <= DEEP_FACTOR * rounds:
+        if depth is None or depth <= DEEP_FACTOR * rounds:
             return None
         return (
             f"the oldest open execution is about {depth} pages deep; a full load of "
@@ -369,11 +406,14 @@ class IncrementalScan:
             why,
         )
 
-    def finish(self) -> None:
-        """Take the full scan's counts, if one ran."""
-        if self._inner is not None:
-            self.stats = self._inner.stats
-            self.effective_concurrency = self._inner.effective_concurrency
+
+def _growth(now: int | None, then: int | None) -> int:
+    return max(0, now - then) if now is not None and then is not None else 0
+
+
+def _level(state: WorkflowState | None) -> int:
+    """A missing or unusable state is worth a WARNING; choosing the faster way, INFO."""
+    return logging.WARNING if state is None else logging.INFO
 
 
 def _later_or_equal(a: Any, b: Any) -> bool:

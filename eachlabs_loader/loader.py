@@ -422,7 +422,7 @@ class _Load:
         else:
             location, dataset_id = writer.location, writer.dataset_id
             self.scan = IncrementalScan(
-                client.iter_pages(self.workflow_id),
+                client.scan(self.workflow_id),
                 load_state=lambda flow_id: read_state(location, flow_id, dataset_id),
                 full_scan=lambda: client.scan(self.workflow_id),
                 lookback=plan.lookback,
@@ -477,8 +477,6 @@ class _Load:
 
     def finish(self, *, rows: int) -> LoadResult:
         incremental = isinstance(self.scan, IncrementalScan)
-        if incremental:
-            self.scan.finish()
         stats, throttle = self.scan.stats, self.client.throttle
         result = LoadResult(
             rows_fetched=self.rows_fetched,

@@ -126,6 +126,27 @@ class ConcurrentScan:
             tail = first
         yield from self._sequential(tail)
 
+    def linked_pages(self) -> Iterator[Page]:
+        """Overlapping, checked pages one at a time from offset 0, fetched only as consumed.
+
+        For reads that stop early (incremental runs): no page is requested ahead, and each
+        page must share a row with the one before it, or the hole is re-read, so rows that
+        move up (deletions) or down (inserts) between requests are never skipped.
+        """
+        self.effective_concurrency = 1
+        first = self._fetch(0)
+        self.stats.total_count_start = first.total_count
+        yield first
+        if self._end.ends(first):
+            return
+        size = min(self.limit, len(first))
+        if self._overlap_is_default:
+            self.overlap = default_overlap(size)
+        if size < MIN_CHECKED_PAGE or size - self.overlap < 1:
+            yield from self._plain(len(first))
+            return
+        yield from self._sequential(first)
+
     def _plain(self, start_offset: int) -> Iterator[Page]:
         """The plain sequential scan (``pagination.iter_pages``)."""
         pages = iter_pages(

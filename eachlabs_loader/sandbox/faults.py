@@ -26,6 +26,7 @@ KINDS = frozenset(
         "total",  # the normal page with ``total_count`` replaced by ``body`` (any JSON)
         "missing_id",  # the page with its first row's execution_id removed
         "reversed",  # the page's rows oldest first (a list that is not newest first)
+        "null_created_at",  # rows whose execution_id is in ``body`` come with created_at null
     }
 )
 

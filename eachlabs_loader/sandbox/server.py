@@ -587,6 +587,10 @@ class _Handler(BaseHTTPRequestHandler):
             return rows + more
         if fault.kind == "reversed":
             return rows[::-1]
+        if fault.kind == "null_created_at":
+            return [
+                {**r, "created_at": None} if r["execution_id"] in fault.body else r for r in rows
+            ]
         if fault.kind == "missing_id" and rows:
             rows[0] = {k: v for k, v in rows[0].items() if k != "execution_id"}
         return rows

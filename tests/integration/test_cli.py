@@ -285,3 +285,24 @@ def test_incremental_and_all_usage_errors_exit_2_before_any_request(api, args, m
     result = run(api, *args, cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr
     assert api.requests == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["executions", "wf", "--out", "lake", "--full-refresh"], "only apply with --incremental"),
+        (
+            ["executions", "wf", "--out", "lake", "--lookback", "2h"],
+            "only apply with --incremental",
+        ),
+        (
+            ["executions", "wf", "--out", "lake", "--incremental", "--lookback", "9" * 30],
+            "too long",
+        ),
+        (["workflows", "--out", "workflows.parquet"], ".csv or .jsonl"),
+    ],
+)
+def test_flags_that_would_be_ignored_are_usage_errors(api, args, message, tmp_path):
+    result = run(api, *args, cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr
+    assert api.requests == []

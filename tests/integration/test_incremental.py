@@ -6,8 +6,10 @@ import json
 import logging
 import math
 import shutil
+from datetime import timedelta
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from eachlabs_loader import InvalidRequestError, load_executions, read_executions
@@ -16,6 +18,7 @@ from eachlabs_loader.lake import LakeWriter
 from eachlabs_loader.storage import resolve_location
 
 ROWS, OPEN_WINDOW, PAGE = 3_000, 200, 100
+STRIDE = PAGE - PAGE // 10
 
 
 @pytest.fixture
@@ -62,9 +65,10 @@ def test_incremental_run_reads_the_head_and_equals_a_full_load(api, tmp_path):
 
     assert result.incremental and result.fallbacks == {}
     # The open window plus the new rows, one page past the bound: a handful of requests.
-    budget = math.ceil((OPEN_WINDOW + 50) / PAGE) + 1
+    budget = math.ceil((OPEN_WINDOW + 50) / STRIDE) + 1
     assert result.requests == len(list_requests(api)) <= budget < full_requests
-    assert [r.offset for r in list_requests(api)] == [PAGE * k for k in range(result.requests)]
+    # One page at a time, each overlapping its predecessor by 10 rows (checked for holes).
+    assert [r.offset for r in list_requests(api)] == [STRIDE * k for k in range(result.requests)]
     assert result.rows_inserted == 50 and result.rows_updated == 10
     stored = read_executions(root).set_index("execution_id")
     assert (stored.loc[finished, "status"] == "completed").all()
@@ -156,7 +160,7 @@ def test_unusable_state_falls_back_to_a_full_load(api, tmp_path, caplog, spoil, 
     # The full load left a good state: the next run is incremental again.
     api.insert(slug, 5)
     again = load_executions(slug, output=root, incremental=True, **kwargs(api))
-    assert again.incremental and again.requests <= math.ceil((OPEN_WINDOW + 45) / PAGE) + 1
+    assert again.incremental and again.requests <= math.ceil((OPEN_WINDOW + 45) / STRIDE) + 1
 
 
 def test_a_list_that_is_not_newest_first_falls_back(api, tmp_path, caplog):
@@ -164,7 +168,7 @@ def test_a_list_that_is_not_newest_first_falls_back(api, tmp_path, caplog):
     root = tmp_path / "lake"
     load_executions(slug, output=root, **kwargs(api))
     api.insert(slug, 250)
-    api.add_fault("reversed", offsets={100}, workflow=slug)
+    api.add_fault("reversed", offsets={STRIDE}, workflow=slug)
     with caplog.at_level(logging.WARNING, logger="eachlabs_loader"):
         result = load_executions(slug, output=root, incremental=True, **kwargs(api))
     assert not result.incremental and "not newest first" in result.fallbacks[slug]
@@ -198,7 +202,7 @@ def test_two_workflows_share_one_dataset(api, tmp_path):
     assert all(r.incremental for r in result.workflows.values())
     assert result.workflows[one].rows_inserted == 0  # counts are per dataset, in the total
     assert result.rows_inserted == 60 and result.rows_updated == 7
-    assert result.requests <= 2 * (math.ceil((OPEN_WINDOW + 60) / PAGE) + 1)
+    assert result.requests <= 2 * (math.ceil((OPEN_WINDOW + 60) / STRIDE) + 1)
     assert_same_as_full_load(api, root, tmp_path, [one, two])
     # One workflow's run leaves the other's state alone.
     before = state_file(root, api, 1).read_text()
@@ -221,8 +225,8 @@ def test_a_failed_run_writes_no_state(api, tmp_path):
     load_executions(slug, output=root, **kwargs(api))
     before = state_file(root, api).read_text()
     api.insert(slug, 20)
-    api.add_fault("status", status=500, times=None, offsets={100})
-    with pytest.raises(Exception, match="offset 100"):
+    api.add_fault("status", status=500, times=None, offsets={STRIDE})
+    with pytest.raises(Exception, match=f"offset {STRIDE}"):
         load_executions(slug, output=root, incremental=True, max_retries=1, **kwargs(api))
     assert state_file(root, api).read_text() == before
 
@@ -264,7 +268,8 @@ def test_open_executions_deep_in_history_make_the_concurrent_full_scan_the_choic
     make_sandbox, tmp_path, caplog
 ):
     # Long-running executions everywhere: reading down to the oldest is a near-full scan.
-    api = make_sandbox(workflows=1, rows=ROWS)
+    # (With some latency: against an API answering in microseconds, nothing beats reading on.)
+    api = make_sandbox(workflows=1, rows=ROWS, latency_ms=8)
     slug = api.workflows[0].slug
     root = tmp_path / "lake"
     load_executions(slug, output=root, **kwargs(api))
@@ -282,3 +287,69 @@ def test_open_executions_deep_in_history_make_the_concurrent_full_scan_the_choic
     assert single.incremental and single.rows_inserted == 15
     shutil.rmtree(tmp_path / "fresh")
     assert_same_as_full_load(api, root, tmp_path, [slug])
+
+
+def test_the_lookback_rereads_rows_below_the_high_water_mark(make_sandbox, tmp_path):
+    # Nothing stays open here, so the look-back alone sets how deep a run reads.
+    api = make_sandbox(workflows=1, rows=ROWS, open_window=0)
+    slug = api.workflows[0].slug
+    root = tmp_path / "lake"
+    load_executions(slug, output=root, **kwargs(api))
+    mark = pd.Timestamp(json.loads(state_file(root, api).read_text())["high_water_mark"])
+    api.insert(slug, 10)
+    depths = {}
+    for hours in (0, 5):
+        api.clear_requests()
+        lookback = timedelta(hours=hours)
+        result = load_executions(
+            slug, output=root, incremental=True, lookback=lookback, **kwargs(api)
+        )
+        assert result.incremental
+        created = pd.to_datetime(
+            [r["created_at"] for r in api.rows(slug)], utc=True, format="ISO8601"
+        )
+        below = created[created >= mark - lookback]
+        depths[hours] = max(r.offset + r.limit for r in list_requests(api))
+        assert depths[hours] >= len(below)  # every row down to mark - lookback was read
+    assert depths[5] > depths[0]  # about 150 more rows in 5 hours here
+    assert_same_as_full_load(api, root, tmp_path, [slug])
+
+
+def test_a_lake_written_before_dataset_ids_gets_one_and_then_runs_incrementally(api, tmp_path):
+    slug = api.workflows[0].slug
+    root = tmp_path / "lake"
+    load_executions(slug, output=root, **kwargs(api))
+    # What an older version left: a schema file without an id, and no state.
+    metadata = root / "_common_metadata"
+    pq.write_metadata(pq.read_schema(metadata).remove_metadata(), metadata)
+    shutil.rmtree(root / STATE_DIR)
+    api.insert(slug, 20)
+    first = load_executions(slug, output=root, incremental=True, **kwargs(api))
+    assert "no state file" in first.fallbacks[slug]
+    assert pq.read_schema(metadata).metadata[b"eachlabs.dataset_id"]
+    api.insert(slug, 20)
+    second = load_executions(slug, output=root, incremental=True, **kwargs(api))
+    assert second.incremental and second.rows_inserted == 20
+    assert_same_as_full_load(api, root, tmp_path, [slug])
+
+
+def test_an_open_execution_without_created_at_is_read_again_until_it_finishes(
+    make_sandbox, tmp_path
+):
+    api = make_sandbox(workflows=1, rows=ROWS, open_window=OPEN_WINDOW)
+    slug = api.workflows[0].slug
+    target = next(r for r in api.rows(slug)[150:] if r["status"] in ("running", "queued"))
+    # On every page, the target comes without created_at.
+    api.add_fault("null_created_at", times=None, body=[target["execution_id"]])
+    root = tmp_path / "lake"
+    load_executions(slug, output=root, **kwargs(api))
+    assert (
+        json.loads(state_file(root, api).read_text())["open_executions"][target["execution_id"]]
+        is None
+    )
+    api.insert(slug, 30)
+    api.finish(slug)
+    result = load_executions(slug, output=root, incremental=True, concurrency=1, **kwargs(api))
+    assert result.incremental and result.pages >= ROWS / PAGE  # it could be anywhere: read all
+    stored = read_executions(root).set_index("execution_id")
+    assert stored.loc[target["execution_id"], "status"] == "completed"

@@ -11,12 +11,14 @@ from hypothesis import strategies as st
 
 from eachlabs_loader import InvalidRequestError
 from eachlabs_loader.incremental import (
+    ORDER_TOLERANCE,
     IncrementalScan,
     StateTracker,
     WorkflowState,
     validate_lookback,
 )
 from eachlabs_loader.pagination import Page
+from eachlabs_loader.parallel import MIN_CHECKED_PAGE, ConcurrentScan
 from eachlabs_loader.schema import normalize_executions
 
 T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)
@@ -58,12 +60,25 @@ def test_state_rejects_what_it_cannot_trust(text, reason):
 
 def test_stop_before_is_the_older_of_lookback_and_open_executions():
     assert state().stop_before(timedelta(hours=1)) == T0 - timedelta(hours=1)
-    opened = state(open_executions={"x": T0 - timedelta(days=2), "y": None})
+    opened = state(open_executions={"x": T0 - timedelta(days=2)})
     assert opened.stop_before(timedelta(hours=1)) == T0 - timedelta(days=2)
     assert state(hwm=None).stop_before(timedelta(0)) is None
 
 
-@pytest.mark.parametrize("value", [-1, timedelta(seconds=-1), "1h", None, True, float("nan")])
+@pytest.mark.parametrize(
+    "value",
+    [
+        -1,
+        timedelta(seconds=-1),
+        "1h",
+        None,
+        True,
+        float("nan"),
+        float("inf"),
+        1e300,
+        timedelta(days=4000),
+    ],
+)
 def test_lookback_must_be_a_non_negative_duration(value):
     with pytest.raises(InvalidRequestError, match="lookback"):
         validate_lookback(value)
@@ -122,20 +137,36 @@ def test_tracker_keeps_the_previous_high_water_mark_when_it_saw_older_rows_only(
     assert saved.high_water_mark == T0 + timedelta(days=1)
 
 
-def pages_of(created: list[datetime], size: int) -> list[Page]:
-    rows = [row(f"e{k}", "completed", c, c) for k, c in enumerate(created)]
-    return [
-        Page.from_rows(offset, size, rows[offset : offset + size], len(rows))
-        for offset in range(0, len(rows) + 1, size)
-        if rows[offset : offset + size] or offset == 0
-    ]
+class ListAPI:
+    """A newest-first list behind ``fetch(offset)``; ``before_fetch`` may change it."""
+
+    def __init__(self, created: list[datetime], size: int) -> None:
+        self.rows = [row(f"e{k}", "completed", c, c) for k, c in enumerate(created)]
+        self.size = size
+        self.offsets: list[int] = []
+        self.before_fetch = lambda api: None
+
+    def fetch(self, offset: int) -> Page:
+        self.before_fetch(self)
+        self.offsets.append(offset)
+        rows = self.rows[offset : offset + self.size]
+        return Page.from_rows(offset, self.size, rows, len(self.rows))
+
+    def scan(self) -> ConcurrentScan:
+        return ConcurrentScan(self.fetch, limit=self.size, concurrency=1)
+
+
+def incremental(api: ListAPI, known: WorkflowState | None, full=lambda: iter(())):
+    return IncrementalScan(
+        api.scan(), lambda flow: (known, None if known else "no state file"), full, timedelta(0)
+    )
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     gaps=st.lists(st.integers(0, 600), min_size=0, max_size=120),
     size=st.integers(1, 25),
-    bound_minutes=st.integers(-10, 700),
+    bound_minutes=st.integers(0, 700),
 )
 def test_the_scan_yields_every_row_at_or_after_the_bound_and_one_page_more_at_most(
     gaps, size, bound_minutes
@@ -144,74 +175,80 @@ def test_the_scan_yields_every_row_at_or_after_the_bound_and_one_page_more_at_mo
     for gap in gaps:  # newest first
         created.append(t)
         t -= timedelta(minutes=gap / 60)
-    pages = pages_of(created, size)
-    fetched = []
-
-    def fetch():
-        for page in pages:
-            fetched.append(page)
-            yield page
-
+    api = ListAPI(created, size)
     bound = T0 - timedelta(minutes=bound_minutes)
-    known = state(hwm=bound)
-    scan = IncrementalScan(
-        fetch(), lambda flow: (known, None), lambda: iter(()), lookback=timedelta(0)
-    )
+    scan = incremental(api, state(hwm=bound))
     seen = [i for page in scan for i in page.ids]
-    wanted = {f"e{k}" for k, c in enumerate(created) if c >= bound}
+    wanted = {f"e{k}" for k, c in enumerate(created) if c >= bound - ORDER_TOLERANCE}
     assert wanted <= set(seen)
-    assert scan.fallback is None and scan.incremental  # an empty list: nothing to read
+    assert scan.fallback is None and scan.incremental  # (an empty list: nothing to read)
     # It stopped at the first page reaching below the bound.
-    last_needed = max((k for k, c in enumerate(created) if c >= bound), default=-1)
-    assert len(fetched) <= last_needed // size + 2
+    stride = size - max(1, size // 10) if size >= MIN_CHECKED_PAGE else size
+    last_needed = max((k for k, c in enumerate(created) if c >= bound - ORDER_TOLERANCE), default=0)
+    assert len(api.offsets) <= last_needed // stride + 2
 
 
 def test_the_scan_falls_back_when_rows_are_not_newest_first():
     created = [T0 - timedelta(minutes=k) for k in range(30)]
     created[15], created[16] = created[16], created[15]
-    pages = pages_of(created, 10)
-    scan = IncrementalScan(
-        iter(pages),
-        lambda flow: (state(hwm=T0 - timedelta(days=1)), None),
-        lambda: iter(()),
-        lookback=timedelta(0),
-    )
-    seen = [i for page in scan for i in page.ids]
+    api = ListAPI(created, 10)
+    scan = incremental(api, state(hwm=T0 - timedelta(days=1)))
+    seen = {i for page in scan for i in page.ids}
     assert "not newest first" in scan.fallback and not scan.incremental
     assert len(seen) == 30  # read on to the end
 
 
-def test_repeated_rows_shifted_by_inserts_are_not_an_order_violation():
-    created = [T0 - timedelta(minutes=k) for k in range(30)]
-    pages = pages_of(created, 10)
-    shifted = pages[1].columns
-    # The second page, fetched after 3 inserts: it starts with the first page's last 3 rows.
-    again = Page.from_rows(
-        10,
-        10,
-        [dict(zip(pages[0].columns, v, strict=True)) for v in zip(*pages[0].columns.values())][-3:]
-        + [dict(zip(shifted, v, strict=True)) for v in zip(*shifted.values())][:7],
-        33,
-    )
-    scan = IncrementalScan(
-        iter([pages[0], again, pages[2]]),
-        lambda flow: (state(hwm=T0 - timedelta(hours=2)), None),
-        lambda: iter(()),
-        lookback=timedelta(0),
-    )
+def test_an_oldest_first_list_is_caught_on_its_first_page():
+    # One row per page: no page has two rows to compare, but the first is far too old.
+    api = ListAPI([T0 - timedelta(minutes=k) for k in range(5)][::-1], 1)
+    scan = incremental(api, state(hwm=T0))
+    assert len({i for page in scan for i in page.ids}) == 5
+    assert "older than the newest one the last run saw" in scan.fallback
+
+
+def test_timestamps_of_mixed_precision_are_not_an_order_violation():
+    created = [T0, T0 + timedelta(milliseconds=300), T0 - timedelta(minutes=1)]
+    scan = incremental(ListAPI(created, 10), state(hwm=T0 - timedelta(hours=1)))
     list(scan)
     assert scan.fallback is None and scan.incremental
 
 
+def test_rows_shifted_by_inserts_or_deletions_between_pages_are_neither_a_fault_nor_lost():
+    api = ListAPI([T0 - timedelta(minutes=k) for k in range(60)], 10)
+
+    def churn(api):
+        if len(api.offsets) == 1:  # after the first page: 3 new rows at the head
+            for n in range(3):
+                new = T0 + timedelta(minutes=n + 1)
+                api.rows.insert(0, row(f"new{n}", "completed", new, new))
+        elif len(api.offsets) == 2:  # after the second: 5 rows above the next page deleted
+            del api.rows[8:13]
+
+    api.before_fetch = churn
+    scan = incremental(api, state(hwm=T0 - timedelta(minutes=45)))
+    seen = {i for page in scan for i in page.ids}
+    assert scan.fallback is None and scan.incremental
+    bound = T0 - timedelta(minutes=45)
+    wanted = {
+        r["execution_id"] for r in api.rows if datetime.fromisoformat(r["created_at"]) >= bound
+    }
+    # Every row that existed when the run began, down to the bound (the new ones are the
+    # next run's: they sit above the first page, which was read before they came).
+    assert {w for w in wanted if not w.startswith("new")} <= seen
+
+
 def test_without_a_state_the_full_scan_runs_instead():
-    pages = pages_of([T0 - timedelta(minutes=k) for k in range(25)], 10)
-    full = pages_of([T0 - timedelta(minutes=k) for k in range(25)], 10)
-    scan = IncrementalScan(
-        iter(pages), lambda flow: (None, "no state file"), lambda: iter(full), lookback=timedelta(0)
-    )
-    assert [p for p in scan] == full
+    created = [T0 - timedelta(minutes=k) for k in range(25)]
+    full = list(ListAPI(created, 10).scan())
+    scan = incremental(ListAPI(created, 10), None, full=lambda: iter(full))
+    assert list(scan) == full
     assert scan.fallback == "no state file" and not scan.incremental
-    assert pd.Series([i for p in full for i in p.ids]).is_unique
+    assert pd.Series([i for p in full for i in p.ids]).nunique() == 25
+
+
+def test_an_open_execution_without_created_at_means_reading_everything():
+    known = state(open_executions={"a": T0 - timedelta(hours=1), "b": None})
+    assert known.stop_before(timedelta(0)) is None
 
 
 def test_pages_to_read_counts_new_rows_and_the_depth_of_the_oldest_open_one():
