@@ -104,26 +104,35 @@ class ConcurrentScan:
         yield first
         if self._end.ends(first):
             return
-        if round_trip < self.min_round_trip_s:
-            # The API answers faster than a page can be decoded: the client is the bottleneck
-            # and threads would only contend for the interpreter. Page on, sequentially.
-            self.effective_concurrency = 1
-            yield from self._plain(len(first))
-            return
         # The server may page in smaller steps than asked: plan with what it really sends.
         size = min(self.limit, len(first))
         if self._overlap_is_default:
             self.overlap = default_overlap(size)
         stride = size - self.overlap
-        if size < MIN_CHECKED_PAGE or stride < 1:
-            # Pages too small to overlap and still move on: the plain sequential scan.
+        if round_trip < self.min_round_trip_s or size < MIN_CHECKED_PAGE or stride < 1:
+            # An API answering faster than a page decodes (the client is the bottleneck and
+            # threads would only contend for the interpreter), or pages too small to overlap
+            # and still move on: the plain sequential scan.
             self.effective_concurrency = 1
             yield from self._plain(len(first))
             return
-        if first.total_count is not None:
-            tail = yield from self._planned(first, stride, first.total_count)
+        # A first request also pays for the connection and for warming up the client: time
+        # a second one before deciding that the API is slow enough for a pool to pay off.
+        probe = self._sequential(first)
+        started = time.perf_counter()
+        second = next(probe, None)
+        round_trip = time.perf_counter() - started
+        if second is None:
+            return
+        yield second
+        if round_trip < self.min_round_trip_s:
+            self.effective_concurrency = 1
+            yield from self._plain(second.offset + len(second))
+            return
+        if second.total_count is not None and not self._end.ends(second):
+            tail = yield from self._planned(second, stride, second.total_count)
         else:
-            tail = first
+            tail = second
         yield from self._sequential(tail)
 
     def linked_pages(self) -> Iterator[Page]:
@@ -167,7 +176,7 @@ class ConcurrentScan:
 
     def _planned(self, first: Page, stride: int, total: int) -> Iterator[Page]:
         """The pages ``total_count`` announces, in parallel; returns the last page of the chain."""
-        offsets = iter(range(stride, total, stride))
+        offsets = iter(range(first.offset + stride, total, stride))
         prev = first
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="eachlabs-page")
         window: deque[Future[Page]] = deque()

@@ -102,3 +102,25 @@ def test_a_fast_api_is_paged_sequentially():
     assert set(ids_of(scan)) == source.initial
     assert scan.effective_concurrency == 1
     assert source.requests == 11  # no overlap: plain offsets 0, 50, ... 500
+
+
+@pytest.mark.parametrize("slow_requests, pooled", [(1, False), (10**6, True)])
+def test_a_slow_first_request_alone_does_not_switch_the_pool_on(slow_requests, pooled):
+    # The first request also pays for the connection and the client's warm-up: the scan
+    # times a second one before choosing threads over plain sequential paging.
+    source = LiveList(1_000)
+    fetch = source.fetch(50)
+    calls = []
+
+    def timed(offset: int) -> Page:
+        calls.append(offset)
+        if len(calls) <= slow_requests:
+            time.sleep(0.02)
+        return fetch(offset)
+
+    scan = ConcurrentScan(timed, limit=50, concurrency=8, min_round_trip_s=0.01)
+    ids = ids_of(scan)
+    assert set(ids) == {f"e{k}" for k in range(1_000)}
+    assert (scan.effective_concurrency == 8) is pooled
+    if not pooled:  # the probe overlapped page 1; after it, plain pages one by one
+        assert calls[:3] == [0, 45, 95] and calls == sorted(calls)
