@@ -33,6 +33,9 @@ logger = logging.getLogger("eachlabs_loader")
 MIN_ROUND_TRIP_S = 0.005
 """A first page faster than this (a local API) is paged sequentially: threads only add
 contention once decoding, not waiting, is the bottleneck (BENCHMARKS.md, scenario cpu)."""
+WARM_UP_FACTOR = 4
+"""A first round trip this many times ``MIN_ROUND_TRIP_S`` or more is a slow API, whatever the
+warm-up (a connection, lazy imports) cost; a faster one is timed again on the second page."""
 MIN_CHECKED_PAGE = 10
 """Smaller pages cannot share rows with their neighbours and still advance: paged plainly."""
 PREFETCH_PAGES = 64
@@ -116,8 +119,12 @@ class ConcurrentScan:
             self.effective_concurrency = 1
             yield from self._plain(len(first))
             return
-        # A first request also pays for the connection and for warming up the client: time
-        # a second one before deciding that the API is slow enough for a pool to pay off.
+        if round_trip >= WARM_UP_FACTOR * self.min_round_trip_s:
+            tail = yield from self._pooled(first, stride)
+            yield from self._sequential(tail)
+            return
+        # A first request also pays for the connection and for warming up the client: when
+        # it was not clearly slow, time a second one before choosing the pool.
         probe = self._sequential(first)
         started = time.perf_counter()
         second = next(probe, None)
@@ -129,11 +136,14 @@ class ConcurrentScan:
             self.effective_concurrency = 1
             yield from self._plain(second.offset + len(second))
             return
-        if second.total_count is not None and not self._end.ends(second):
-            tail = yield from self._planned(second, stride, second.total_count)
-        else:
-            tail = second
+        tail = yield from self._pooled(second, stride)
         yield from self._sequential(tail)
+
+    def _pooled(self, prev: Page, stride: int) -> Iterator[Page]:
+        """The planned pages after ``prev``, if ``total_count`` plans any; returns the last."""
+        if prev.total_count is None or self._end.ends(prev):
+            return prev
+        return (yield from self._planned(prev, stride, prev.total_count))
 
     def linked_pages(self) -> Iterator[Page]:
         """Overlapping, checked pages one at a time from offset 0, fetched only as consumed.
