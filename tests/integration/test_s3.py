@@ -40,8 +40,13 @@ def s3(s3_endpoint, monkeypatch, request):
 
 
 def objects(filesystem, prefix):
+    """Path -> mtime of every object but the state files (each load rewrites its own)."""
     infos = filesystem.get_file_info(pafs.FileSelector(prefix, recursive=True))
-    return {i.path: i.mtime for i in infos if i.type == pafs.FileType.File}
+    return {
+        i.path: i.mtime
+        for i in infos
+        if i.type == pafs.FileType.File and "/_state/" not in i.path
+    }
 
 
 def test_load_into_s3_from_environment_credentials_and_rerun_idempotently(make_sandbox, s3):
@@ -57,6 +62,8 @@ def test_load_into_s3_from_environment_credentials_and_rerun_idempotently(make_s
     assert f"{bucket}/lake/{METADATA_FILE}" in stored
     assert all(f"/workflow_id={sandbox.workflows[0].id}/date=" in p for p in data)
     assert not [p for p in stored if ".tmp-" in p]
+    state = f"{bucket}/lake/_state/{sandbox.workflows[0].id}.json"
+    assert filesystem.get_file_info(state).type == pafs.FileType.File
 
     again = load_executions(slug, base_url=sandbox.base_url, api_key=sandbox.api_key, output=uri)
     assert (again.rows_written, again.files_written) == (0, 0)
@@ -100,3 +107,20 @@ def test_missing_bucket_fails_before_any_request(sandbox, s3):
             output="s3://no-such-bucket-here/lake",
         )
     assert sandbox.requests == []
+
+
+def test_incremental_runs_on_s3(make_sandbox, s3):
+    filesystem, bucket = s3
+    sandbox = make_sandbox(rows=1500, workflows=1, open_window=100)
+    slug = sandbox.workflows[0].slug
+    uri = f"s3://{bucket}/lake"
+    kwargs = {"base_url": sandbox.base_url, "api_key": sandbox.api_key, "output": uri}
+    load_executions(slug, **kwargs)
+    sandbox.finish(slug, 3)
+    sandbox.insert(slug, 12)
+    sandbox.clear_requests()
+    result = load_executions(slug, incremental=True, **kwargs)
+    assert result.incremental and (result.rows_inserted, result.rows_updated) == (12, 3)
+    assert len(sandbox.requests) <= 3
+    stored = read_executions(uri, filesystem=filesystem)
+    assert sorted(stored["execution_id"]) == sorted(sandbox.expected_ids(slug))
