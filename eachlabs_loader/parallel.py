@@ -100,19 +100,12 @@ class ConcurrentScan:
         if self.concurrency == 1:
             yield from self._plain(0)
             return
-        started = time.perf_counter()
-        first = self._fetch(0)
-        round_trip = time.perf_counter() - started
-        self.stats.total_count_start = first.total_count
+        first, round_trip = self._first_page()
         yield first
         if self._end.ends(first):
             return
-        # The server may page in smaller steps than asked: plan with what it really sends.
-        size = min(self.limit, len(first))
-        if self._overlap_is_default:
-            self.overlap = default_overlap(size)
-        stride = size - self.overlap
-        if round_trip < self.min_round_trip_s or size < MIN_CHECKED_PAGE or stride < 1:
+        stride = self._fit_overlap(first)
+        if round_trip < self.min_round_trip_s or stride is None:
             # An API answering faster than a page decodes (the client is the bottleneck and
             # threads would only contend for the interpreter), or pages too small to overlap
             # and still move on: the plain sequential scan.
@@ -153,18 +146,30 @@ class ConcurrentScan:
         move up (deletions) or down (inserts) between requests are never skipped.
         """
         self.effective_concurrency = 1
-        first = self._fetch(0)
-        self.stats.total_count_start = first.total_count
+        first, _ = self._first_page()
         yield first
         if self._end.ends(first):
             return
-        size = min(self.limit, len(first))
-        if self._overlap_is_default:
-            self.overlap = default_overlap(size)
-        if size < MIN_CHECKED_PAGE or size - self.overlap < 1:
+        if self._fit_overlap(first) is None:
             yield from self._plain(len(first))
             return
         yield from self._sequential(first)
+
+    def _first_page(self) -> tuple[Page, float]:
+        """Page 0 and its round trip in seconds."""
+        started = time.perf_counter()
+        first = self._fetch(0)
+        self.stats.total_count_start = first.total_count
+        return first, time.perf_counter() - started
+
+    def _fit_overlap(self, first: Page) -> int | None:
+        """Size the overlap to the pages the server really sends; the stride between planned
+        pages, or None for pages too small to overlap and still move on."""
+        size = min(self.limit, len(first))
+        if self._overlap_is_default:
+            self.overlap = default_overlap(size)
+        stride = size - self.overlap
+        return None if size < MIN_CHECKED_PAGE or stride < 1 else stride
 
     def _plain(self, start_offset: int) -> Iterator[Page]:
         """The plain sequential scan (``pagination.iter_pages``)."""
