@@ -112,7 +112,9 @@ class ConcurrentScan:
             self.effective_concurrency = 1
             yield from self._plain(len(first))
             return
-        if round_trip >= WARM_UP_FACTOR * self.min_round_trip_s:
+        if round_trip >= WARM_UP_FACTOR * self.min_round_trip_s or not self._end.is_full(first):
+            # Clearly slow, or a host paging in smaller steps than asked (a probe step from a
+            # short page would not overlap it and cost a repair): plan at once, as before.
             tail = yield from self._pooled(first, stride)
             yield from self._sequential(tail)
             return
@@ -125,6 +127,8 @@ class ConcurrentScan:
         if second is None:
             return
         yield second
+        if self._end.ends(second):
+            return
         if round_trip < self.min_round_trip_s:
             self.effective_concurrency = 1
             yield from self._plain(second.offset + len(second))
