@@ -94,6 +94,24 @@ def fragments_to_arrow(values: Sequence[Any]) -> pa.LargeStringArray:
     return pa.LargeStringArray.from_buffers(len(lengths), pa.py_buffer(offsets), pa.py_buffer(data))
 
 
+_NUMBER_END = r"(?:[,\]}]|$)"  # a number token ends where valid JSON lets it: no re-splitting
+_CANONICAL_TOKENS = (
+    r"[\[\]{},:]|true|false|null",
+    r'"(?:[^"\\\x00-\x1f]|\\["\\bfnrt])*"',  # strings: raw UTF-8, only short escapes
+    r"(?:0|-?[1-9][0-9]{0,17})" + _NUMBER_END,  # integers within 64 bits
+    # decimals of at most 15 significant digits, between 1e-4 and 1e7, no trailing zero:
+    r"-?0\.(?:0|0{0,3}[1-9](?:[0-9]{0,13}[1-9])?)" + _NUMBER_END,
+    r"-?[1-9][0-9]{0,6}\.(?:0|[0-9]{0,7}[1-9])" + _NUMBER_END,
+)
+CANONICAL_JSON = "^(?:" + "|".join(_CANONICAL_TOKENS) + ")*$"
+"""Fragments already as ``msgspec`` would re-encode them (a token grammar, no whitespace).
+
+Sound, not complete: a fragment it accepts is its own canonical text (checked against the
+re-encoding by a property test); anything else takes the exact path. One difference: an
+object with a repeated key keeps both here, where re-encoding keeps the last.
+"""
+
+
 def text_from_fragments(fragments: pa.Array) -> tuple[pa.Array, pa.Array]:
     """Strings as themselves, anything else as compact JSON text, ``null`` as null.
 
@@ -107,7 +125,10 @@ def text_from_fragments(fragments: pa.Array) -> tuple[pa.Array, pa.Array]:
         unquoted = _replace(unquoted, escaped, fragments, lambda f: msgspec.json.decode(f))
     # Numbers, objects and arrays: re-encoded, so the text is the same whichever way the
     # value arrived (the API's own spacing, escapes and number spelling, or a Python value).
+    # Most already are in that form (compact, plain numbers): those are left as they are.
     other = pc.invert(pc.or_(is_string, is_null))
+    if pc.any(other).as_py():
+        other = pc.and_(other, pc.invert(pc.match_substring_regex(fragments, CANONICAL_JSON)))
     if pc.any(other).as_py():
         fragments = _replace(fragments, other, fragments, _canonical)
     text = pc.if_else(is_string, unquoted, fragments)

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from eachlabs_loader import InvalidResponseError
-from eachlabs_loader.codec import API_FIELDS, PageDecoder, to_json_text
+from eachlabs_loader import InvalidResponseError, codec
+from eachlabs_loader.codec import (
+    API_FIELDS,
+    CANONICAL_JSON,
+    PageDecoder,
+    fragments_to_arrow,
+    text_from_fragments,
+    to_json_text,
+)
 from eachlabs_loader.pagination import columns_from_rows
 from eachlabs_loader.schema import COLUMNS, normalize_columns, normalize_executions
 
@@ -174,3 +186,66 @@ def test_a_lone_surrogate_escape_does_not_make_a_page_unreadable():
 def test_garbage_is_still_not_json():
     with pytest.raises(InvalidResponseError, match="not JSON"):
         PageDecoder().decode(b'{"executions": [\\ud83d', offset=0, limit=5)
+
+
+# -- JSON text: compact fragments are kept as they are, the rest re-encoded ---------------------
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([0.1461, 0.0001, 1e-05, 1234567.5, 12345678.5, -0.0, 1.0, 3.0e20])
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+_SPELLINGS = {
+    "msgspec": lambda v: msgspec.json.encode(v),
+    "json-compact": lambda v: json.dumps(v, separators=(",", ":")).encode(),
+    "json-compact-utf8": lambda v: json.dumps(
+        v, separators=(",", ":"), ensure_ascii=False
+    ).encode(),
+    "json-default": lambda v: json.dumps(v).encode(),
+    "json-indented": lambda v: json.dumps(v, indent=1, ensure_ascii=False).encode(),
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_json_values, spelling=st.sampled_from(sorted(_SPELLINGS)))
+def test_json_text_is_the_canonical_encoding_however_the_value_was_spelled(value, spelling):
+    fragment = _SPELLINGS[spelling](value)
+    text, _ = text_from_fragments(fragments_to_arrow([msgspec.Raw(fragment)]))
+    decoded = msgspec.json.decode(fragment)
+    expected = (
+        None
+        if decoded is None
+        else (decoded if isinstance(decoded, str) else msgspec.json.encode(decoded).decode())
+    )
+    assert text.to_pylist() == [expected]
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    ["1.50", "1.0E5", "1e5", "-0", "0.00001", "12345678.5", "0.1000000000000000055511151231257827",
+     '{"a": 1}', '["\\u00e9"]', '"a\\/b"', "123456789012345678901234", '[1.50,2]'],
+)  # fmt: skip
+def test_fragments_in_another_spelling_are_not_taken_as_canonical(fragment):
+    assert not pc.match_substring_regex(pa.array([fragment]), CANONICAL_JSON)[0].as_py()
+
+
+def test_compact_pages_skip_the_re_encoding(monkeypatch):
+    """The point of ``CANONICAL_JSON``: what the API sends compactly costs no Python per value."""
+    rows = [dict(ROWS[0], execution_id=f"e{i}", cost={"amount": 0.1461}) for i in range(50)]
+    data = json.dumps({"executions": rows}, separators=(",", ":"), ensure_ascii=False).encode()
+    page = PageDecoder().decode(data, offset=0, limit=50)
+
+    def fail(fragment):
+        raise AssertionError(f"re-encoded {fragment!r}")
+
+    monkeypatch.setattr(codec, "_canonical", fail)
+    frame = frame_of(page)
+    assert frame.loc[0, "cost"] == '{"amount":0.1461}'
+    assert frame.loc[0, "inputs"] == '{"prompt":"ü","n":[1,2]}'
