@@ -1,9 +1,9 @@
 """EachlabsClient: the one place that speaks HTTP.
 
-It owns the ``requests.Session``, the auth headers, timeouts and redirects, and turns one
-exchange into decoded JSON or one of our exceptions (``requests`` errors are converted here
-and nowhere else). Every call goes through the retry policy. Imports ``config``, ``retry``,
-``pagination`` (for the page shape) and ``errors``; ``requests`` enters the package here only.
+It owns the wire (``wire``: urllib3 directly, or a ``requests.Session``), the auth headers,
+timeouts and redirects, and turns one exchange into decoded JSON or one of our exceptions.
+Every call goes through the retry policy. Imports ``config``, ``wire``, ``retry``, ``codec``,
+``pagination`` (for the page shape), ``parallel`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import quote, urljoin, urlsplit
-
-import requests
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from .codec import PageDecoder
 from .config import Settings, normalize_bulk_id, validate_page_size, validate_workflow_id
@@ -38,6 +36,7 @@ from .pagination import Page, iter_pages, parse_workflows_page
 from .parallel import ConcurrentScan
 from .retry import RetryPolicy, parse_retry_after
 from .throttle import Throttle
+from .wire import ACCEPT_ENCODING, Reply, Session, Wire, WireError, open_wire
 
 logger = logging.getLogger("eachlabs_loader")
 
@@ -60,28 +59,13 @@ class ClientStats:
     retries: int = 0
 
 
-class _ApiKeyAuth(requests.auth.AuthBase):
-    """Sends the key the way both documented hosts accept it; its repr hides the key."""
-
-    def __init__(self, api_key: str) -> None:
-        self._api_key = api_key
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["X-API-Key"] = self._api_key
-        request.headers["Authorization"] = f"Bearer {self._api_key}"
-        return request
-
-    def __repr__(self) -> str:
-        return "_ApiKeyAuth('***')"
-
-
 class EachlabsClient:
     """A connection-reusing client for the list-executions endpoint.
 
     Args:
         settings: resolved ``Settings`` (see ``resolve_settings``).
-        session: a ``requests.Session`` to use (proxies, adapters); the client closes only
-            a session it created itself.
+        session: a ``requests.Session`` to send through (proxies, adapters) instead of
+            urllib3's pool; the client does not close it.
         retry_policy: overrides the policy built from ``settings.max_retries``.
         throttle: the gate shared by all requests (default: AIMD up to ``settings.concurrency``).
 
@@ -95,7 +79,7 @@ class EachlabsClient:
         self,
         settings: Settings,
         *,
-        session: requests.Session | None = None,
+        session: Session | None = None,
         retry_policy: RetryPolicy | None = None,
         throttle: Throttle | None = None,
     ) -> None:
@@ -106,10 +90,14 @@ class EachlabsClient:
         )
         self.stats = ClientStats()
         self.retry_listeners: list[Callable[[BaseException, float], None]] = []
-        self._owns_session = session is None
-        self._session = session if session is not None else _pooled_session(settings)
-        self._auth = _ApiKeyAuth(settings.api_key)
+        self._wire: Wire = open_wire(
+            session=session,
+            proxies=dict(settings.proxies),
+            maxsize=settings.concurrency,
+            ca_bundle=settings.ca_bundle,
+        )
         self._origin = _origin(settings.base_url)
+
         self._lock = threading.Lock()
         self._page_decoder = PageDecoder()
 
@@ -128,9 +116,8 @@ class EachlabsClient:
         self.close()
 
     def close(self) -> None:
-        """Close the session if this client created it."""
-        if self._owns_session:
-            self._session.close()
+        """Close the connections (a session given to the client stays open)."""
+        self._wire.close()
 
     def executions_url(self, workflow_id: str) -> str:
         """The list URL; the (validated) id travels as exactly one path segment."""
@@ -239,23 +226,30 @@ class EachlabsClient:
         """
 
         def attempt() -> T:
-            response = self._send(url, params, workflow_id=workflow_id, offset=offset)
-            if response.status_code >= 300:
-                raise self._status_error(response, workflow_id, offset)
+            reply = self._send(url, params, workflow_id=workflow_id, offset=offset)
+            if reply.status >= 300:
+                raise self._status_error(reply, workflow_id, offset)
             try:
-                return parse(response.content)
+                return parse(reply.body)
             except InvalidResponseError as exc:
-                snippet = _snippet(self._redacted_body(response))
-                text = f"HTTP {response.status_code}: {exc.message} ({snippet})"
+                snippet = _snippet(self._redacted_body(reply))
+                text = f"HTTP {reply.status}: {exc.message} ({snippet})"
                 raise self._error(
-                    InvalidResponseError,
-                    text,
-                    workflow_id,
-                    offset,
-                    status_code=response.status_code,
+                    InvalidResponseError, text, workflow_id, offset, status_code=reply.status
                 ) from None
 
         return self.retry_policy.call(attempt, on_retry=self._count_retry)
+
+    def _headers(self) -> dict[str, str]:
+        """Built per request, so no attribute of the client holds the key in clear."""
+        key = self.settings.api_key
+        return {  # both documented hosts accept the key, each its own way
+            "X-API-Key": key,
+            "Authorization": f"Bearer {key}",
+            "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
+            "User-Agent": USER_AGENT,
+        }
 
     def _count_retry(self, exc: BaseException, wait_s: float) -> None:
         with self._lock:
@@ -270,67 +264,49 @@ class EachlabsClient:
         *,
         workflow_id: str | None,
         offset: int | None,
-    ) -> requests.Response:
+    ) -> Reply:
+        if params:
+            url = f"{url}?{urlencode(params)}"
         for _ in range(MAX_REDIRECTS + 1):
             with self._lock:
                 self.stats.requests += 1
             try:
                 with self.throttle.slot():
-                    response = self._session.get(
-                        url,
-                        params=params,
-                        auth=self._auth,
-                        timeout=self.settings.timeout,
-                        allow_redirects=False,
-                        headers={"Accept": "application/json", "User-Agent": USER_AGENT},
-                    )
-            except requests.exceptions.Timeout as exc:
-                raise self._error(
-                    TransportError, f"timed out ({exc.__class__.__name__})", workflow_id, offset
-                ) from exc
-            except (
-                requests.exceptions.ConnectionError,
-                requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ContentDecodingError,
-            ) as exc:
-                raise self._error(
-                    TransportError, f"connection failed: {exc}", workflow_id, offset
-                ) from exc
-            except requests.exceptions.RequestException as exc:
-                raise self._error(APIError, f"request failed: {exc}", workflow_id, offset) from exc
-            if response.status_code == 429:
+                    reply = self._wire.get(url, self._headers(), self.settings.timeout)
+            except WireError as exc:
+                cls = APIError if exc.kind == "other" else TransportError
+                raise self._error(cls, str(exc), workflow_id, offset) from exc
+            if reply.status == 429:
                 self.throttle.record_rate_limited(
-                    parse_retry_after(response.headers.get("Retry-After"))
+                    parse_retry_after(reply.headers.get("Retry-After"))
                 )
-            elif response.status_code < 400:
+            elif reply.status < 400:
                 self.throttle.record_success()
-            if response.status_code not in _REDIRECT_STATUSES or "location" not in response.headers:
-                return response
-            url, params = self._redirect_target(response, workflow_id, offset), None
+            if reply.status not in _REDIRECT_STATUSES or "location" not in reply.headers:
+                return reply
+            url = self._redirect_target(reply, workflow_id, offset)
         raise self._error(APIError, f"more than {MAX_REDIRECTS} redirects", workflow_id, offset)
 
-    def _redirect_target(
-        self, response: requests.Response, workflow_id: str | None, offset: int | None
-    ) -> str:
+    def _redirect_target(self, reply: Reply, workflow_id: str | None, offset: int | None) -> str:
         """Follow a redirect only within the API's origin: the key must not go anywhere else."""
-        target = urljoin(response.url, response.headers["location"])
+        target = urljoin(reply.url, reply.headers["location"])
         if _origin(target) != self._origin:
             raise self._error(
                 APIError,
-                f"HTTP {response.status_code} redirect to another origin "
+                f"HTTP {reply.status} redirect to another origin "
                 f"({_origin_text(target)}) refused: the API key would be sent there; "
                 "if that host is trusted, set base_url to it",
                 workflow_id,
                 offset,
-                status_code=response.status_code,
+                status_code=reply.status,
             )
         return target
 
     def _status_error(
-        self, response: requests.Response, workflow_id: str | None, offset: int | None
+        self, reply: Reply, workflow_id: str | None, offset: int | None
     ) -> EachlabsError:
-        status = response.status_code
-        api_message, code, details = _error_fields(self._redacted_body(response), response.reason)
+        status = reply.status
+        api_message, code, details = _error_fields(self._redacted_body(reply), reply.reason)
         text = f"HTTP {status}: {api_message}"
         if code:
             text += f" (code {code})"
@@ -342,7 +318,7 @@ class EachlabsClient:
             "code": code,
             "details": details,
         }
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(reply.headers.get("Retry-After"))
         if status == 400:
             return self._error(InvalidRequestError, text, workflow_id, offset, **kwargs)
         if status in (401, 403):
@@ -374,30 +350,11 @@ class EachlabsClient:
         key = self.settings.api_key
         return text.replace(key, "***") if len(key) >= MIN_REDACTED_KEY else text
 
-    def _redacted_body(self, response: requests.Response) -> bytes:
+    def _redacted_body(self, reply: Reply) -> bytes:
         """The whole body with the key blanked out, before anything is cut or parsed."""
         key = self.settings.api_key.encode()
-        body = response.content
+        body = reply.body
         return body.replace(key, b"***") if len(key) >= MIN_REDACTED_KEY else body
-
-
-def _pooled_session(settings: Settings) -> requests.Session:
-    """A session with one keep-alive connection per concurrent request.
-
-    The environment (proxies, CA bundle) was read once by ``resolve_settings``: requests
-    would otherwise scan it on every request, which costs more than decoding the page.
-    """
-    session = requests.Session()
-    session.trust_env = False
-    session.proxies.update(dict(settings.proxies))
-    if settings.ca_bundle:
-        session.verify = settings.ca_bundle
-    adapter = requests.adapters.HTTPAdapter(
-        pool_connections=1, pool_maxsize=max(settings.concurrency, 1)
-    )
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -51,12 +51,12 @@ def test_error_tree():
     assert retryable == {"RateLimitError", "ServerError", "TransportError", "InvalidResponseError"}
 
 
-def test_requests_and_tenacity_enter_through_one_door_each():
+def test_http_libraries_and_tenacity_enter_through_one_door_each():
     import pathlib
     import re
 
     package = pathlib.Path(eachlabs_loader.__file__).parent
-    doors = {"requests": {"transport.py"}, "tenacity": {"retry.py"}}
+    doors = {"requests": {"wire.py"}, "urllib3": {"wire.py"}, "tenacity": {"retry.py"}}
     for library, allowed in doors.items():
         users = {
             p.name

@@ -30,12 +30,14 @@ TRANSIENT = ["status", "drop", "truncated", "html", "empty", "missing_id", "extr
 def test_every_execution_exactly_once(
     rows, page_size, variant, cap, server_page, lying, fault, fault_after, concurrency
 ):
-    # A host paging in smaller steps than asked must say so (its `limit`) or count truly:
-    # with neither, a short page is indistinguishable from the end of the list (a capped
-    # count, or the "total" fault that spoils the count of one page, takes that hint away).
+    # A host paging in smaller steps than asked must say so (its `limit`) or its count must
+    # say more rows exist: with neither, a short page is indistinguishable from the end of the
+    # list. Lying hints never give the true `limit` (their count always says "more"); a
+    # capped count, or the "total" fault that spoils the count of one page, takes it away.
     smaller = server_page is not None and server_page < page_size
-    no_true_count = (cap is not None and cap < rows) or fault == "total"
-    assume(not (smaller and variant != "limit" and no_true_count and not lying))
+    true_limit = variant == "limit" and not lying
+    no_count = fault == "total" or (cap is not None and cap < rows and not lying)
+    assume(not (smaller and not true_limit and no_count))
     assume(rows // page_size <= 120)  # keep each example quick
     with Sandbox(
         rows=rows,

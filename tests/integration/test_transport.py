@@ -256,10 +256,12 @@ def test_connection_refused_is_a_transport_error(make_client, make_sandbox):
         fetch_executions(client, "anything")
 
 
-def test_client_and_auth_reprs_hide_the_key(sandbox, make_client):
+def test_client_and_wire_reprs_hide_the_key(sandbox, make_client):
     client = make_client(sandbox)
+    fetch_executions(client, sandbox.workflows[0].slug)  # connections open, pools filled
     assert sandbox.api_key not in repr(client)
-    assert sandbox.api_key not in repr(client._auth)
+    assert sandbox.api_key not in repr(vars(client))
+    assert sandbox.api_key not in repr(vars(client._wire))
 
 
 def test_redirect_to_another_scheme_on_the_same_host_is_refused(sandbox, make_client):
