@@ -54,6 +54,10 @@ T = TypeVar("T")
 
 CHUNK_ROWS = 5_000
 """Rows normalised at a time when streaming into the lake (memory stays bounded)."""
+MAX_FRAME_CHUNK_ROWS = 80_000
+"""A DataFrame load's chunks double from ``CHUNK_ROWS`` up to this: the first ones are
+normalised while later pages load, and a big load pays each chunk's fixed cost (about 10 ms
+of pandas and Arrow calls) a few times only (BENCHMARKS.md, scenario cpu)."""
 
 
 OnError = Literal["raise", "skip"]
@@ -280,7 +284,7 @@ class _Run:
     def to_frame(self, workflow_ids: list[str]) -> pd.DataFrame:
         def one(workflow_id: str) -> tuple[pd.DataFrame | None, LoadResult]:
             load = _Load(self.client, workflow_id, self.bulk_id, self.progress)
-            frames = list(load.frames(CHUNK_ROWS))
+            frames = list(load.frames(CHUNK_ROWS, grow_to=MAX_FRAME_CHUNK_ROWS))
             frame = pd.concat(frames, ignore_index=True) if frames else None
             return frame, load.finish(rows=0 if frame is None else len(frame))
 
@@ -435,8 +439,9 @@ class _Load:
         self._started = time.monotonic()
         self._requests, self._retries = client.stats.requests, client.stats.retries
 
-    def frames(self, chunk_rows: int) -> Iterator[pd.DataFrame]:
-        """Contract frames of about ``chunk_rows`` rows, normalised while later pages load."""
+    def frames(self, chunk_rows: int, *, grow_to: int | None = None) -> Iterator[pd.DataFrame]:
+        """Contract frames of about ``chunk_rows`` rows, normalised while later pages load;
+        with ``grow_to``, each chunk twice the last, up to that many rows."""
         chunk = ColumnBuffer(fill=NULL)
         previous: Page | None = None
         for page in self.scan:
@@ -451,6 +456,7 @@ class _Load:
             if len(chunk) >= chunk_rows:
                 yield self._normalize(chunk)
                 chunk = ColumnBuffer(fill=NULL)
+                chunk_rows = max(chunk_rows, min(2 * chunk_rows, grow_to or 0))
         if len(chunk):
             yield self._normalize(chunk)
         warn_unparseable(self.unparseable)
@@ -492,9 +498,7 @@ class _Load:
             elapsed_s=time.monotonic() - self._started,
             incremental=incremental and self.scan.incremental,
             fallbacks=(
-                {self.workflow_id: self.scan.fallback}
-                if incremental and self.scan.fallback
-                else {}
+                {self.workflow_id: self.scan.fallback} if incremental and self.scan.fallback else {}
             ),
         )
         logger.info(

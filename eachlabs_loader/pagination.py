@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import InvalidResponseError, PaginationError, describe_location
 
@@ -212,44 +212,68 @@ class ListEnd:
         return False
 
 
+class PendingPage(Protocol):
+    """A page requested but not read yet: ``result()`` reads it, ``cancel()`` drops it."""
+
+    def result(self) -> Page: ...
+
+    def cancel(self) -> None: ...
+
+
 def iter_pages(
     fetch_page: Callable[[int], Page],
     *,
     limit: int,
     start_offset: int = 0,
     workflow_id: str | None = None,
+    start_page: Callable[[int], PendingPage] | None = None,
 ) -> Iterator[Page]:
     """Fetch pages from ``start_offset`` to the end of the list (see ``ListEnd``).
 
     Stalls are detected against the ids of the last few pages only, so memory stays bounded
     however long the list: a server that keeps answering with the same rows is caught,
     ``MAX_STALE_PAGES`` pages after it starts. ``workflow_id`` only names the workflow in
-    the error.
+    the error. With ``start_page``, the next page is requested as soon as this one has
+    arrived, before the caller works on it: still one request at a time, but the server's
+    time overlaps the caller's.
     """
     offset = start_offset
     end = ListEnd(limit)
     recent: deque[set[str]] = deque(maxlen=MAX_STALE_PAGES + 1)
     stale_pages = 0
     short: Page | None = None  # the previous page, if it was short and a hint made us go on
-    while True:
-        page = fetch_page(offset)
-        ids = set(page.ids)
-        new = bool(ids) and not all(any(i in s for s in recent) for i in ids)
-        if short is not None and end.learn(short, page, brought_new_rows=new):
-            if ids:
-                yield page  # rows already seen: harmless, and de-duplicated downstream
-            return
-        yield page
-        if end.ends(page):
-            return
-        short = None if end.is_full(page) else page
-        stale_pages = 0 if new else stale_pages + 1
-        recent.append(ids)
-        if stale_pages >= MAX_STALE_PAGES:
-            raise PaginationError(
-                f"{describe_location(workflow_id, offset)}: the API returned {stale_pages} "
-                "pages in a row holding only executions already seen; stopping instead of looping",
-                workflow_id=workflow_id,
-                offset=offset,
-            )
-        offset = next_offset(offset, len(page))
+    pending: PendingPage | None = None
+    try:
+        while True:
+            if pending is None:
+                page = fetch_page(offset)
+            else:
+                page, pending = pending.result(), None
+            ids = set(page.ids)
+            new = bool(ids) and not all(any(i in s for s in recent) for i in ids)
+            if short is not None and end.learn(short, page, brought_new_rows=new):
+                if ids:
+                    yield page  # rows already seen: harmless, and de-duplicated downstream
+                return
+            if end.ends(page):
+                yield page
+                return
+            short = None if end.is_full(page) else page
+            stale_pages = 0 if new else stale_pages + 1
+            recent.append(ids)
+            if stale_pages >= MAX_STALE_PAGES:
+                yield page
+                raise PaginationError(
+                    f"{describe_location(workflow_id, offset)}: the API returned {stale_pages} "
+                    "pages in a row holding only executions already seen; stopping instead of "
+                    "looping",
+                    workflow_id=workflow_id,
+                    offset=offset,
+                )
+            offset = next_offset(offset, len(page))
+            if start_page is not None:
+                pending = start_page(offset)
+            yield page
+    finally:
+        if pending is not None:  # the caller stopped early, or failed: drop the request
+            pending.cancel()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from .errors import PaginationError, describe_location
-from .pagination import MAX_STALE_PAGES, ListEnd, Page, iter_pages
+from .pagination import MAX_STALE_PAGES, ListEnd, Page, PendingPage, iter_pages
 
 logger = logging.getLogger("eachlabs_loader")
 
@@ -71,6 +71,8 @@ class ConcurrentScan:
         workflow_id: only names the workflow in errors.
         min_round_trip_s: below this first-page round trip the scan stays sequential
             (default ``MIN_ROUND_TRIP_S``).
+        start_page: sends a page's request and returns it pending (``PendingPage``): a
+            sequential scan then asks for the next page before the caller works on this one.
     """
 
     def __init__(
@@ -82,8 +84,10 @@ class ConcurrentScan:
         overlap: int | None = None,
         workflow_id: str | None = None,
         min_round_trip_s: float | None = None,
+        start_page: Callable[[int], PendingPage] | None = None,
     ) -> None:
         self.fetch_page = fetch_page
+        self.start_page = start_page
         self.limit = limit
         self.concurrency = concurrency
         self._overlap_is_default = overlap is None
@@ -178,15 +182,25 @@ class ConcurrentScan:
     def _plain(self, start_offset: int) -> Iterator[Page]:
         """The plain sequential scan (``pagination.iter_pages``)."""
         pages = iter_pages(
-            self._fetch, limit=self.limit, start_offset=start_offset, workflow_id=self.workflow_id
+            self._fetch,
+            limit=self.limit,
+            start_offset=start_offset,
+            workflow_id=self.workflow_id,
+            start_page=None if self.start_page is None else self._start,
         )
         for page in pages:
             if self.stats.total_count_start is None:
                 self.stats.total_count_start = page.total_count
             yield page
 
+    def _start(self, offset: int) -> PendingPage:
+        assert self.start_page is not None
+        return _Counted(self, self.start_page(offset))
+
     def _fetch(self, offset: int) -> Page:
-        page = self.fetch_page(offset)
+        return self._count(self.fetch_page(offset))
+
+    def _count(self, page: Page) -> Page:
         with self._lock:
             self.stats.pages += 1
             if page.total_count is not None:
@@ -329,6 +343,19 @@ class ConcurrentScan:
             workflow_id=self.workflow_id,
             offset=offset,
         )
+
+
+class _Counted:
+    """A pending page whose arrival the scan's ``stats`` count, as for a fetched one."""
+
+    def __init__(self, scan: ConcurrentScan, pending: PendingPage) -> None:
+        self._scan, self._pending = scan, pending
+
+    def result(self) -> Page:
+        return self._scan._count(self._pending.result())
+
+    def cancel(self) -> None:
+        self._pending.cancel()
 
 
 def _linked(prev: Page, page: Page) -> bool:

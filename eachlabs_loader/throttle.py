@@ -51,13 +51,14 @@ class Throttle:
     @contextmanager
     def slot(self) -> Iterator[None]:
         """Hold one of the ``limit`` slots for the duration of a request."""
-        self._acquire()
+        self.acquire()
         try:
             yield
         finally:
-            self._release()
+            self.release()
 
-    def _acquire(self) -> None:
+    def acquire(self) -> None:
+        """Take a slot (waiting out a pause or a full pool); ``release`` gives it back."""
         me = threading.get_ident()
         with self._cond:
             while True:
@@ -70,7 +71,7 @@ class Throttle:
                 else:
                     self._cond.wait()
 
-    def _release(self) -> None:
+    def release(self) -> None:
         with self._cond:
             self._in_flight -= 1
             self._cond.notify_all()

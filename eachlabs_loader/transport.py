@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from .codec import PageDecoder
@@ -36,7 +36,7 @@ from .pagination import Page, iter_pages, parse_workflows_page
 from .parallel import ConcurrentScan
 from .retry import RetryPolicy, parse_retry_after
 from .throttle import Throttle
-from .wire import ACCEPT_ENCODING, Reply, Session, Wire, WireError, open_wire
+from .wire import ACCEPT_ENCODING, Exchange, Reply, Session, Wire, WireError, open_wire
 
 logger = logging.getLogger("eachlabs_loader")
 
@@ -128,6 +128,15 @@ class EachlabsClient:
         self, workflow_id: str, *, offset: int, limit: int, bulk_id: str | None = None
     ) -> Page:
         """One page of executions, retried per the policy; arguments are checked first."""
+        return self.start_executions_page(
+            workflow_id, offset=offset, limit=limit, bulk_id=bulk_id
+        ).result()
+
+    def start_executions_page(
+        self, workflow_id: str, *, offset: int, limit: int, bulk_id: str | None = None
+    ) -> Pending[Page]:
+        """``fetch_executions_page`` in two steps: the request goes out now, and ``result()``
+        reads the page (retrying as needed) when the caller is ready for it."""
         url = self.executions_url(workflow_id)
         limit = validate_page_size(limit)
         bulk_id = normalize_bulk_id(bulk_id)
@@ -136,7 +145,7 @@ class EachlabsClient:
         params: dict[str, str | int] = {"offset": offset, "limit": limit}
         if bulk_id is not None:
             params["bulk_id"] = bulk_id
-        return self.get_parsed(
+        return self.start_parsed(
             url,
             params,
             parse=lambda data: self._page_decoder.decode(data, offset=offset, limit=limit),
@@ -163,6 +172,9 @@ class EachlabsClient:
             limit=limit,
             start_offset=start_offset,
             workflow_id=workflow_id,
+            start_page=lambda offset: self.start_executions_page(
+                workflow_id, offset=offset, limit=limit, bulk_id=bulk_id
+            ),
         )
 
     def iter_workflow_pages(self, *, page_size: int | None = None) -> Iterator[Page]:
@@ -209,6 +221,9 @@ class EachlabsClient:
             limit=limit,
             concurrency=self.settings.concurrency if concurrency is None else concurrency,
             workflow_id=workflow_id,
+            start_page=lambda offset: self.start_executions_page(
+                workflow_id, offset=offset, limit=limit, bulk_id=bulk_id
+            ),
         )
 
     def get_parsed(
@@ -224,9 +239,35 @@ class EachlabsClient:
 
         ``parse`` raises ``InvalidResponseError`` for a body that is not what it expects.
         """
+        return self.start_parsed(
+            url, params, parse=parse, workflow_id=workflow_id, offset=offset
+        ).result()
+
+    def start_parsed(
+        self,
+        url: str,
+        params: dict[str, str | int],
+        *,
+        parse: Callable[[bytes], T],
+        workflow_id: str | None = None,
+        offset: int | None = None,
+    ) -> Pending[T]:
+        """``get_parsed`` in two steps: the first attempt is sent now (the server works
+        while the caller does), ``result()`` reads it and makes any retries."""
+        first: _Sent | EachlabsError | None
+        try:
+            first = self._start(url, params, workflow_id=workflow_id, offset=offset)
+        except EachlabsError as exc:  # not even sent: the first attempt's outcome
+            first = exc
 
         def attempt() -> T:
-            reply = self._send(url, params, workflow_id=workflow_id, offset=offset)
+            nonlocal first
+            sent, first = first, None
+            if isinstance(sent, EachlabsError):
+                raise sent
+            if sent is None:
+                sent = self._start(url, params, workflow_id=workflow_id, offset=offset)
+            reply = sent.reply()
             if reply.status >= 300:
                 raise self._status_error(reply, workflow_id, offset)
             try:
@@ -238,7 +279,11 @@ class EachlabsClient:
                     InvalidResponseError, text, workflow_id, offset, status_code=reply.status
                 ) from None
 
-        return self.retry_policy.call(attempt, on_retry=self._count_retry)
+        def cancel() -> None:
+            if isinstance(first, _Sent):
+                first.cancel()
+
+        return Pending(lambda: self.retry_policy.call(attempt, on_retry=self._count_retry), cancel)
 
     def _headers(self) -> dict[str, str]:
         """Built per request, so no attribute of the client holds the key in clear."""
@@ -257,35 +302,36 @@ class EachlabsClient:
         for listener in self.retry_listeners:
             listener(exc, wait_s)
 
-    def _send(
+    def _start(
         self,
         url: str,
         params: dict[str, str | int] | None,
         *,
         workflow_id: str | None,
         offset: int | None,
-    ) -> Reply:
+        redirects: int = 0,
+    ) -> _Sent:
+        """Send one request now, holding a throttle slot until its answer is read."""
         if params:
             url = f"{url}?{urlencode(params)}"
-        for _ in range(MAX_REDIRECTS + 1):
-            with self._lock:
-                self.stats.requests += 1
-            try:
-                with self.throttle.slot():
-                    reply = self._wire.get(url, self._headers(), self.settings.timeout)
-            except WireError as exc:
-                cls = APIError if exc.kind == "other" else TransportError
-                raise self._error(cls, str(exc), workflow_id, offset) from exc
-            if reply.status == 429:
-                self.throttle.record_rate_limited(
-                    parse_retry_after(reply.headers.get("Retry-After"))
-                )
-            elif reply.status < 400:
-                self.throttle.record_success()
-            if reply.status not in _REDIRECT_STATUSES or "location" not in reply.headers:
-                return reply
-            url = self._redirect_target(reply, workflow_id, offset)
-        raise self._error(APIError, f"more than {MAX_REDIRECTS} redirects", workflow_id, offset)
+        with self._lock:
+            self.stats.requests += 1
+        self.throttle.acquire()
+        try:
+            exchange = self._wire.start(url, self._headers(), self.settings.timeout)
+        except WireError as exc:
+            self.throttle.release()
+            raise self._wire_error(exc, workflow_id, offset) from exc
+        except BaseException:
+            self.throttle.release()
+            raise
+        return _Sent(self, exchange, workflow_id, offset, redirects)
+
+    def _wire_error(
+        self, exc: WireError, workflow_id: str | None, offset: int | None
+    ) -> EachlabsError:
+        cls = APIError if exc.kind == "other" else TransportError
+        return self._error(cls, str(exc), workflow_id, offset)
 
     def _redirect_target(self, reply: Reply, workflow_id: str | None, offset: int | None) -> str:
         """Follow a redirect only within the API's origin: the key must not go anywhere else."""
@@ -355,6 +401,70 @@ class EachlabsClient:
         key = self.settings.api_key.encode()
         body = reply.body
         return body.replace(key, b"***") if len(key) >= MIN_REDACTED_KEY else body
+
+
+class Pending(Generic[T]):
+    """A request on its way: ``result()`` waits for it (retries included), ``cancel()``
+    drops it (its connection closed, its throttle slot freed)."""
+
+    def __init__(self, result: Callable[[], T], cancel: Callable[[], None]) -> None:
+        self._result, self._cancel = result, cancel
+
+    def result(self) -> T:
+        return self._result()
+
+    def cancel(self) -> None:
+        self._cancel()
+
+
+class _Sent:
+    """One sent request: its answer, read once; redirects within the origin followed."""
+
+    def __init__(
+        self,
+        client: EachlabsClient,
+        exchange: Exchange,
+        workflow_id: str | None,
+        offset: int | None,
+        redirects: int,
+    ) -> None:
+        self._client, self._exchange = client, exchange
+        self._where, self._redirects = (workflow_id, offset), redirects
+        self._open = True
+
+    def reply(self) -> Reply:
+        client, (workflow_id, offset) = self._client, self._where
+        try:
+            reply = self._exchange.reply()
+        except WireError as exc:
+            raise client._wire_error(exc, workflow_id, offset) from exc
+        finally:
+            self._close()
+        logger.debug("GET %s -> HTTP %d, %d bytes", reply.url, reply.status, len(reply.body))
+        if reply.status == 429:
+            client.throttle.record_rate_limited(parse_retry_after(reply.headers.get("Retry-After")))
+        elif reply.status < 400:
+            client.throttle.record_success()
+        if reply.status not in _REDIRECT_STATUSES or "location" not in reply.headers:
+            return reply
+        if self._redirects >= MAX_REDIRECTS:
+            raise client._error(
+                APIError, f"more than {MAX_REDIRECTS} redirects", workflow_id, offset
+            )
+        target = client._redirect_target(reply, workflow_id, offset)
+        return client._start(
+            target, None, workflow_id=workflow_id, offset=offset, redirects=self._redirects + 1
+        ).reply()
+
+    def cancel(self) -> None:
+        if self._open:
+            self._exchange.cancel()
+            self._close()
+
+    def _close(self) -> None:
+        if self._open:
+            self._open = False
+            self._client.throttle.release()
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -38,7 +38,8 @@ def all_text(*objects) -> str:
     return "\n".join(repr(o) + "\n" + str(o) for o in objects)
 
 
-def test_no_log_record_at_any_level_carries_the_key(api, caplog):
+@pytest.mark.parametrize("wire", ["sockets", "requests.Session"])
+def test_no_log_record_at_any_level_carries_the_key(api, caplog, wire):
     api.add_fault("status", status=503, retry_after="0", times=1, body={"error": f"bad {KEY}"})
     api.add_fault(
         "status", status=429, retry_after="0", times=1, body={"details": KEY, "error": KEY}
@@ -46,10 +47,17 @@ def test_no_log_record_at_any_level_carries_the_key(api, caplog):
     api.add_fault("drop", times=1)
     with caplog.at_level(logging.DEBUG):  # the root logger: ours, urllib3's, everyone's
         logging.getLogger("urllib3").setLevel(logging.DEBUG)
-        frame = load(api, concurrency=1, progress=False)
+        if wire == "sockets":
+            frame = load(api, concurrency=1, progress=False)
+        else:
+            settings = resolve_settings(KEY, api.base_url, concurrency=1)
+            with EachlabsClient(settings, session=requests.Session()) as client:
+                frame = fetch_executions(client, api.workflows[0].slug)
     assert len(frame) == 250
     messages = [r.getMessage() for r in caplog.records]
-    assert any("urllib3" in r.name for r in caplog.records)  # urllib3 did log, at DEBUG
+    assert any(r.levelno == logging.DEBUG and "GET " in r.getMessage() for r in caplog.records)
+    if wire != "sockets":
+        assert any("urllib3" in r.name for r in caplog.records)  # urllib3 did log, at DEBUG
     assert any("retry" in m for m in messages)
     assert KEY not in "\n".join(messages)
     assert KEY not in all_text(*(r.args for r in caplog.records if r.args))

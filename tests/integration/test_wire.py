@@ -1,9 +1,14 @@
-"""Both wires over real sockets: urllib3 (the default), a caller's requests.Session, a proxy."""
+"""Both wires over real sockets: sockets (the default), a caller's requests.Session, a proxy."""
 
 from __future__ import annotations
 
+import gzip
+import socket
+import ssl
 import threading
+import time
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +23,7 @@ from eachlabs_loader import (
     fetch_executions,
     resolve_settings,
 )
-from eachlabs_loader.wire import SessionWire, Urllib3Wire
+from eachlabs_loader.wire import SessionWire, SocketWire, WireError
 
 
 def settings_for(sandbox, **kwargs):
@@ -27,7 +32,7 @@ def settings_for(sandbox, **kwargs):
 
 def test_the_default_wire_is_urllib3_and_loads_everything(sandbox):
     with EachlabsClient(settings_for(sandbox, max_retries=0)) as client:
-        assert isinstance(client._wire, Urllib3Wire)
+        assert isinstance(client._wire, SocketWire)
         frame = fetch_executions(client, sandbox.workflows[0].slug)
     assert len(frame) == 250 and frame["execution_id"].is_unique
     assert len(sandbox.requests) == 3  # one keep-alive connection, one request per page
@@ -115,3 +120,245 @@ def test_a_proxied_api_goes_through_the_proxy(sandbox, proxy):
         frame = fetch_executions(client, sandbox.workflows[0].slug)
     assert len(frame) == 250
     assert len(seen) == 3 and all(p.startswith(sandbox.base_url) for p in seen)
+
+
+# -- the socket wire's HTTP/1.1, against a server that answers from a script -------------------
+
+
+class ScriptedServer:
+    """Answers each request on a connection with the next scripted raw response.
+
+    A script entry is bytes (sent as is), None (close the connection without answering) or
+    ``(bytes, "close")`` (answer, then close the connection).
+    """
+
+    def __init__(self, script: list, tls: ssl.SSLContext | None = None) -> None:
+        self.script = list(script)
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self._tls = tls
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn: socket.socket) -> None:
+        try:
+            if self._tls is not None:
+                conn = self._tls.wrap_socket(conn, server_side=True)
+            reader = conn.makefile("rb")
+            while self.script:
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    line = reader.readline()
+                    if not line:
+                        return
+                    head += line
+                self.requests.append(head)
+                answer = self.script.pop(0)
+                if answer is None:
+                    return
+                if isinstance(answer, tuple):
+                    conn.sendall(answer[0])
+                    return
+                conn.sendall(answer)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def response(body: bytes, *headers: str, status: str = "200 OK", length: bool = True) -> bytes:
+    lines = [f"HTTP/1.1 {status}", *headers]
+    if length:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def chunked(body: bytes, size: int = 7) -> bytes:
+    parts = [f"{len(body[i:i + size]):x}\r\n".encode() + body[i : i + size] + b"\r\n"
+             for i in range(0, len(body), size)]  # fmt: skip
+    return b"".join(parts) + b"0\r\nX-Trailer: yes\r\n\r\n"
+
+
+@pytest.fixture
+def scripted():
+    servers: list[ScriptedServer] = []
+
+    def make(script, tls=None):
+        server = ScriptedServer(script, tls)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+TIMEOUT = (5.0, 5.0)
+BODY = b'{"executions": [], "note": "' + b"x" * 300 + b'"}'
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        response(BODY),
+        response(chunked(BODY), "Transfer-Encoding: chunked", length=False),
+        response(gzip.compress(BODY), "Content-Encoding: gzip"),
+        response(zlib.compress(BODY), "Content-Encoding: deflate"),
+        response(zlib.compress(BODY)[2:-4], "Content-Encoding: deflate"),  # raw deflate
+        response(chunked(gzip.compress(BODY)), "Transfer-Encoding: chunked",
+                 "content-encoding: GZIP", length=False),
+        b"HTTP/1.1 100 Continue\r\n\r\n" + response(BODY),
+        response(BODY, "X-Folded: one", "  two"),
+    ],
+    ids=["length", "chunked", "gzip", "deflate", "raw-deflate", "chunked-gzip", "1xx", "folded"],
+)  # fmt: skip
+def test_bodies_are_read_and_decoded_whatever_the_framing(scripted, raw):
+    server = scripted([raw, response(b"{}")])
+    wire = SocketWire(maxsize=2)
+    reply = wire.get(f"http://127.0.0.1:{server.port}/p?q=1", {"X-Test": "1"}, TIMEOUT)
+    assert (reply.status, reply.body) == (200, BODY)
+    # The connection was left clean: the next request reuses it.
+    assert wire.get(f"http://127.0.0.1:{server.port}/p", {}, TIMEOUT).body == b"{}"
+    assert server.connections == 1
+    assert server.requests[0].startswith(b"GET /p?q=1 HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"\r\nX-Test: 1\r\n" in server.requests[0]
+
+
+def test_headers_are_case_insensitive_and_repeated_ones_joined(scripted):
+    server = scripted(
+        [response(b"", "Retry-After: 3", "X-Many: a", "x-many: b", status="429 Slow")]
+    )
+    reply = SocketWire(maxsize=1).get(f"http://127.0.0.1:{server.port}/", {}, TIMEOUT)
+    assert (reply.status, reply.reason) == (429, "Slow")
+    assert reply.headers.get("retry-after") == "3" and reply.headers["RETRY-AFTER"] == "3"
+    assert reply.headers["X-Many"] == "a, b" and "x-MANY" in reply.headers
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        response(BODY, "Connection: close"),
+        b"HTTP/1.0 200 OK\r\n\r\n" + BODY,  # delimited by closing the connection
+    ],
+    ids=["connection-close", "http/1.0"],
+)
+def test_a_connection_the_server_closes_is_not_reused(scripted, raw):
+    server = scripted([raw])
+    second = scripted([response(b"{}")])
+    wire = SocketWire(maxsize=2)
+    assert wire.get(f"http://127.0.0.1:{server.port}/", {}, TIMEOUT).body == BODY
+    assert wire._idle == []
+    assert wire.get(f"http://127.0.0.1:{second.port}/", {}, TIMEOUT).body == b"{}"
+
+
+def test_an_idle_connection_the_server_dropped_is_replaced_before_sending(scripted):
+    server = scripted([(response(b"1"), "close"), response(b"2")])
+    wire = SocketWire(maxsize=1)
+    assert wire.get(f"http://127.0.0.1:{server.port}/", {}, TIMEOUT).body == b"1"
+    assert len(wire._idle) == 1  # kept: the server did not say it would close
+    time.sleep(0.2)  # the server closes it meanwhile
+    assert wire.get(f"http://127.0.0.1:{server.port}/", {}, TIMEOUT).body == b"2"
+    assert server.connections == 2 and len(server.requests) == 2  # nothing sent in vain
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (None, "without answering"),
+        (response(BODY)[:-10], "ended after"),
+        (response(chunked(BODY), "Transfer-Encoding: chunked", length=False)[:-40], "chunked"),
+        (b"SMTP ready\r\n\r\n", "not an HTTP/1.x status line"),
+        (response(b"garbage", "Content-Encoding: gzip"), "connection failed"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n", "more than 100 headers"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70_000 + b"\r\n\r\n", "too long"),
+        (response(b"{}", "Content-Length: 2, 3", length=False), "Content-Length"),
+    ],
+    ids=["dropped", "truncated", "chunked-truncated", "not-http", "bad-gzip", "many-headers",
+         "long-header", "two-lengths"],
+)  # fmt: skip
+def test_a_broken_answer_is_a_connection_error_and_the_connection_is_closed(scripted, raw, message):
+    server = scripted([raw])
+    wire = SocketWire(maxsize=1)
+    with pytest.raises(WireError, match=message) as info:
+        wire.get(f"http://127.0.0.1:{server.port}/", {}, TIMEOUT)
+    assert info.value.kind == "connection"
+    assert wire._idle == []
+
+
+def test_a_silent_server_is_a_timeout(scripted):
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts (backlog), never answers
+    try:
+        wire = SocketWire(maxsize=1)
+        with pytest.raises(WireError) as info:
+            wire.get(f"http://127.0.0.1:{listener.getsockname()[1]}/", {}, (1.0, 0.3))
+        assert info.value.kind == "timeout"
+    finally:
+        listener.close()
+
+
+@pytest.fixture(scope="module")
+def authority():
+    trustme = pytest.importorskip("trustme")
+    return trustme.CA()
+
+
+def tls_server(scripted, authority, hostname="127.0.0.1"):
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert(hostname).configure_cert(context)
+    return scripted([response(BODY)], tls=context)
+
+
+def test_https_verifies_the_certificate_against_the_given_bundle(scripted, authority, tmp_path):
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    server = tls_server(scripted, authority)
+    wire = SocketWire(maxsize=1, ca_bundle=str(bundle))
+    assert wire.get(f"https://127.0.0.1:{server.port}/", {}, TIMEOUT).body == BODY
+
+
+def test_https_refuses_an_unknown_authority_and_a_wrong_hostname(scripted, authority, tmp_path):
+    server = tls_server(scripted, authority)
+    with pytest.raises(WireError, match="certificate") as info:
+        SocketWire(maxsize=1).get(f"https://127.0.0.1:{server.port}/", {}, TIMEOUT)
+    assert info.value.kind == "connection"
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    elsewhere = tls_server(scripted, authority, hostname="api.example.com")
+    with pytest.raises(WireError, match=r"[Hh]ostname|match"):
+        SocketWire(maxsize=1, ca_bundle=str(bundle)).get(
+            f"https://127.0.0.1:{elsewhere.port}/", {}, TIMEOUT
+        )
+
+
+# -- sending early: the next page is asked for before the caller works on this one ------------
+
+
+def test_a_sequential_scan_asks_for_the_next_page_before_the_caller_is_done(sandbox):
+    with EachlabsClient(settings_for(sandbox)) as client:
+        pages = client.scan(sandbox.workflows[0].slug, concurrency=1).__iter__()
+        first = next(pages)
+        assert len(first) == 100
+        # The first page is in our hands; the second request is already out.
+        deadline = time.monotonic() + 5
+        while len(sandbox.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [r.query["offset"] for r in sandbox.requests] == ["0", "100"]
+        assert client.throttle.in_flight == 1  # one request at a time, all the same
+        pages.close()  # the caller stops: the request in flight is dropped
+        assert client.throttle.in_flight == 0
+        frame = fetch_executions(client, sandbox.workflows[0].slug)
+    assert len(frame) == 250 and frame["execution_id"].is_unique
