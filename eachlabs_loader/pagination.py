@@ -213,9 +213,12 @@ class ListEnd:
 
 
 class PendingPage(Protocol):
-    """A page requested but not read yet: ``result()`` reads it, ``cancel()`` drops it."""
+    """A page requested but not read yet: ``wait()`` receives the answer (True: a success),
+    ``result()`` makes it a ``Page`` (decoding, retries), ``cancel()`` drops it."""
 
-    def result(self) -> Page: ...
+    def wait(self) -> bool: ...
+
+    def result(self, before_retry: Callable[[], None] | None = None) -> Page: ...
 
     def cancel(self) -> None: ...
 
@@ -233,22 +236,39 @@ def iter_pages(
     Stalls are detected against the ids of the last few pages only, so memory stays bounded
     however long the list: a server that keeps answering with the same rows is caught,
     ``MAX_STALE_PAGES`` pages after it starts. ``workflow_id`` only names the workflow in
-    the error. With ``start_page``, the next page is requested as soon as this one has
-    arrived, before the caller works on it: still one request at a time, but the server's
-    time overlaps the caller's.
+    the error.
+
+    With ``start_page``, each request goes out as soon as the answer before it has arrived,
+    so the server works while this side decodes and the caller consumes: the next page's
+    request before this page is handed over, the one after it (guessing it starts where a
+    page as full as this one would end, within ``total_count``) before that page is even
+    decoded. Still one request in flight at a time, each sent after the previous answer,
+    as in a plain sequential scan; a wrong guess is dropped unread.
     """
     offset = start_offset
     end = ListEnd(limit)
     recent: deque[set[str]] = deque(maxlen=MAX_STALE_PAGES + 1)
     stale_pages = 0
     short: Page | None = None  # the previous page, if it was short and a hint made us go on
-    pending: PendingPage | None = None
+    pending: tuple[int, PendingPage] | None = None
+    guess: int | None = None  # where the page after the pending one should start
     try:
         while True:
-            if pending is None:
-                page = fetch_page(offset)
+            if pending is not None and pending[0] == offset:
+                waiting, pending = pending[1], None
+                if waiting.wait() and start_page is not None and guess is not None:
+                    pending = (guess, start_page(guess))  # a failed answer is retried first
+
+                def drop_guess() -> None:  # a retry needs the slot the guess holds
+                    nonlocal pending
+                    _cancel(pending)
+                    pending = None
+
+                page = waiting.result(before_retry=drop_guess)
             else:
-                page, pending = pending.result(), None
+                _cancel(pending)
+                pending = None
+                page = fetch_page(offset)
             ids = set(page.ids)
             new = bool(ids) and not all(any(i in s for s in recent) for i in ids)
             if short is not None and end.learn(short, page, brought_new_rows=new):
@@ -272,8 +292,24 @@ def iter_pages(
                 )
             offset = next_offset(offset, len(page))
             if start_page is not None:
-                pending = start_page(offset)
+                if pending is not None and pending[0] != offset:
+                    _cancel(pending)  # the guess was wrong
+                    pending = None
+                if pending is None:
+                    pending = (offset, start_page(offset))
+                # Guess only while pages come full, new and within the list's count.
+                guess = offset + len(page)
+                if (
+                    short is not None
+                    or stale_pages
+                    or (page.total_count is not None and guess >= page.total_count)
+                ):
+                    guess = None
             yield page
     finally:
-        if pending is not None:  # the caller stopped early, or failed: drop the request
-            pending.cancel()
+        _cancel(pending)  # the caller stopped early, or failed: drop what is on its way
+
+
+def _cancel(pending: tuple[int, PendingPage] | None) -> None:
+    if pending is not None:
+        pending[1].cancel()

@@ -351,8 +351,11 @@ class _Counted:
     def __init__(self, scan: ConcurrentScan, pending: PendingPage) -> None:
         self._scan, self._pending = scan, pending
 
-    def result(self) -> Page:
-        return self._scan._count(self._pending.result())
+    def wait(self) -> bool:
+        return self._pending.wait()
+
+    def result(self, before_retry: Callable[[], None] | None = None) -> Page:
+        return self._scan._count(self._pending.result(before_retry))
 
     def cancel(self) -> None:
         self._pending.cancel()

@@ -49,21 +49,25 @@ class Throttle:
         return self._in_flight
 
     @contextmanager
-    def slot(self) -> Iterator[None]:
+    def slot(self, *, retry: bool = False) -> Iterator[None]:
         """Hold one of the ``limit`` slots for the duration of a request."""
-        self.acquire()
+        self.acquire(retry=retry)
         try:
             yield
         finally:
             self.release()
 
-    def acquire(self) -> None:
-        """Take a slot (waiting out a pause or a full pool); ``release`` gives it back."""
+    def acquire(self, *, retry: bool = False) -> None:
+        """Take a slot (waiting out a pause or a full pool); ``release`` gives it back.
+
+        A ``retry`` from the thread whose 429 started the pause does not wait for it again:
+        its retry policy already waited ``Retry-After``.
+        """
         me = threading.get_ident()
         with self._cond:
             while True:
                 wait = self._paused_until - self._clock()
-                if wait > 0 and me != self._pause_owner:  # the owner already waits in its retry
+                if wait > 0 and not (retry and me == self._pause_owner):
                     self._cond.wait(wait)
                 elif self._in_flight < int(self.limit):
                     self._in_flight += 1

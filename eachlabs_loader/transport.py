@@ -252,22 +252,34 @@ class EachlabsClient:
         workflow_id: str | None = None,
         offset: int | None = None,
     ) -> Pending[T]:
-        """``get_parsed`` in two steps: the first attempt is sent now (the server works
-        while the caller does), ``result()`` reads it and makes any retries."""
-        first: _Sent | EachlabsError | None
+        """``get_parsed`` in steps: the first attempt is sent now (the server works while
+        the caller does), ``wait()`` receives its answer, ``result()`` parses it and makes
+        any retries."""
+        first: _Sent | Reply | EachlabsError | None
         try:
             first = self._start(url, params, workflow_id=workflow_id, offset=offset)
         except EachlabsError as exc:  # not even sent: the first attempt's outcome
             first = exc
 
+        def wait() -> bool:
+            nonlocal first
+            if isinstance(first, _Sent):
+                try:
+                    first = first.reply()
+                except EachlabsError as exc:  # the first attempt's outcome, for result()
+                    first = exc
+            return isinstance(first, Reply) and first.status < 300
+
         def attempt() -> T:
             nonlocal first
-            sent, first = first, None
-            if isinstance(sent, EachlabsError):
-                raise sent
-            if sent is None:
-                sent = self._start(url, params, workflow_id=workflow_id, offset=offset)
-            reply = sent.reply()
+            outcome, first = first, None
+            if isinstance(outcome, EachlabsError):
+                raise outcome
+            if outcome is None:
+                outcome = self._start(
+                    url, params, workflow_id=workflow_id, offset=offset, retry=True
+                )
+            reply = outcome if isinstance(outcome, Reply) else outcome.reply()
             if reply.status >= 300:
                 raise self._status_error(reply, workflow_id, offset)
             try:
@@ -283,7 +295,15 @@ class EachlabsClient:
             if isinstance(first, _Sent):
                 first.cancel()
 
-        return Pending(lambda: self.retry_policy.call(attempt, on_retry=self._count_retry), cancel)
+        def result(before_retry: Callable[[], None] | None) -> T:
+            def on_retry(exc: BaseException, wait_s: float) -> None:
+                self._count_retry(exc, wait_s)
+                if before_retry is not None:
+                    before_retry()
+
+            return self.retry_policy.call(attempt, on_retry=on_retry)
+
+        return Pending(result, cancel, wait)
 
     def _headers(self) -> dict[str, str]:
         """Built per request, so no attribute of the client holds the key in clear."""
@@ -310,13 +330,14 @@ class EachlabsClient:
         workflow_id: str | None,
         offset: int | None,
         redirects: int = 0,
+        retry: bool = False,
     ) -> _Sent:
         """Send one request now, holding a throttle slot until its answer is read."""
         if params:
             url = f"{url}?{urlencode(params)}"
         with self._lock:
             self.stats.requests += 1
-        self.throttle.acquire()
+        self.throttle.acquire(retry=retry)
         try:
             exchange = self._wire.start(url, self._headers(), self.settings.timeout)
         except WireError as exc:
@@ -404,14 +425,25 @@ class EachlabsClient:
 
 
 class Pending(Generic[T]):
-    """A request on its way: ``result()`` waits for it (retries included), ``cancel()``
-    drops it (its connection closed, its throttle slot freed)."""
+    """A request on its way: ``wait()`` receives its answer, ``result()`` makes it a value
+    (retries included), ``cancel()`` drops it (its connection closed, its slot freed)."""
 
-    def __init__(self, result: Callable[[], T], cancel: Callable[[], None]) -> None:
-        self._result, self._cancel = result, cancel
+    def __init__(
+        self,
+        result: Callable[[Callable[[], None] | None], T],
+        cancel: Callable[[], None],
+        wait: Callable[[], bool],
+    ) -> None:
+        self._result, self._cancel, self._wait = result, cancel, wait
 
-    def result(self) -> T:
-        return self._result()
+    def wait(self) -> bool:
+        """Receive the first attempt's answer; True if it is a success (not yet parsed)."""
+        return self._wait()
+
+    def result(self, before_retry: Callable[[], None] | None = None) -> T:
+        """The value; ``before_retry`` runs before each retry (to free what the caller holds:
+        a retry needs a throttle slot)."""
+        return self._result(before_retry)
 
     def cancel(self) -> None:
         self._cancel()

@@ -67,7 +67,12 @@ def test_lying_hints_change_nothing(make_sandbox):
     slug = sandbox.workflows[0].slug
     frame = load_sequentially(sandbox, slug, page_size=20)
     assert frame["execution_id"].tolist() == sandbox.expected_ids(slug)
-    assert [r.offset for r in sandbox.requests] == [0, 20, 40, 60, 80, 100, 120, 123]
+    offsets = [r.offset for r in sandbox.requests]
+    # Next offset = offset sent + rows received, whatever the hints say. (The request for the
+    # page after next goes out while a page decodes, guessing it is full: 140 here, dropped
+    # unread when the page at 120 came short.)
+    assert [o for o in offsets if o != 140] == [0, 20, 40, 60, 80, 100, 120, 123]
+    assert offsets.count(140) <= 1
 
 
 @pytest.mark.parametrize("variant", ["limit", "offset"])

@@ -201,3 +201,88 @@ def test_at_the_tail_inserts_and_an_inflated_total_do_not_stall():
     source = LiveList(95, inserts_per_request=3, reported_total=10_000)
     ids = collect(iter_pages(source.fetch(10), limit=10))
     assert {f"e{k}" for k in range(95)} <= set(ids)
+
+
+# -- sending ahead: requests go out early, still one at a time and strictly in order -----------
+
+
+class Sent:
+    """A pending page over ``LiveList``: served when sent (as a server would), read later."""
+
+    def __init__(self, live: LiveList, fetch_page, offset: int, log: list[str], fail: int = 0):
+        self.offset, self.log, self.fail = offset, log, fail
+        self._fetch_page = fetch_page
+        self.page = fetch_page(offset)
+        log.append(f"send {offset}")
+
+    def wait(self) -> bool:
+        self.log.append(f"wait {self.offset}")
+        return True
+
+    def result(self, before_retry=None) -> Page:
+        while self.fail:  # answers that turn out unusable once parsed: retried
+            self.fail -= 1
+            if before_retry is not None:
+                before_retry()
+            self.page = self._fetch_page(self.offset)
+            self.log.append(f"retry {self.offset}")
+        self.log.append(f"read {self.offset}")
+        return self.page
+
+    def cancel(self) -> None:
+        self.log.append(f"cancel {self.offset}")
+
+
+def sending_ahead(live: LiveList, limit: int, fail_at: int | None = None):
+    log: list[str] = []
+    fetch_page = live.fetch(limit)
+
+    def start_page(offset: int) -> Sent:
+        return Sent(live, fetch_page, offset, log, fail=1 if offset == fail_at else 0)
+
+    def fetch(offset: int) -> Page:
+        log.append(f"fetch {offset}")
+        return fetch_page(offset)
+
+    return iter_pages(fetch, limit=limit, start_page=start_page), log
+
+
+def test_the_page_after_next_is_asked_for_once_this_answer_is_in_before_it_is_decoded():
+    live = LiveList(35)
+    pages, log = sending_ahead(live, 10)
+    assert collect(pages) == [f"e{k}" for k in range(34, -1, -1)]
+    assert log == [
+        "fetch 0", "send 10",                      # page 0 in hand, page 10 on its way
+        "wait 10", "send 20", "read 10",           # 10 arrived: 20 guessed before decoding
+        "wait 20", "send 30", "read 20",
+        "wait 30", "read 30",                      # 40 is past total_count: no guess
+    ]  # fmt: skip
+    assert live.offsets == [0, 10, 20, 30]  # one request at a time, in order
+
+
+def test_a_wrong_guess_is_dropped_and_the_right_page_fetched():
+    live = LiveList(35, reported_total=1_000)  # a count that says more rows exist
+    pages, log = sending_ahead(live, 10)
+    assert collect(pages) == [f"e{k}" for k in range(34, -1, -1)]
+    assert log[-7:] == [
+        "wait 30", "send 40", "read 30",  # 30 came short (5 rows): 40 was a wrong guess
+        "cancel 40", "send 35",           # dropped unread; the next page starts at 35
+        "wait 35", "read 35",             # empty: the end
+    ]  # fmt: skip
+
+
+def test_a_retry_drops_the_guess_first_and_stopping_early_drops_what_is_on_its_way():
+    live = LiveList(50)
+    pages, log = sending_ahead(live, 10, fail_at=20)
+    assert collect(pages) == [f"e{k}" for k in range(49, -1, -1)]
+    assert log[log.index("wait 20") :][:5] == [
+        "wait 20", "send 30",   # the answer for 20 is in: 30 guessed
+        "cancel 30",            # 20 must be retried: the guess gives its throttle slot back
+        "retry 20", "read 20",
+    ]  # fmt: skip
+    assert log[log.index("read 20") + 1] == "send 30"  # asked for again, in order
+    live = LiveList(50)
+    pages, log = sending_ahead(live, 10)
+    next(pages)
+    pages.close()
+    assert log == ["fetch 0", "send 10", "cancel 10"]

@@ -63,24 +63,27 @@ def test_slots_cap_requests_in_flight():
     assert peak[0] == 3
 
 
-def test_a_pause_holds_every_other_thread_but_not_the_one_that_waits_in_its_retry():
+def test_a_pause_holds_every_request_but_the_retry_of_the_thread_that_waited_for_it():
     throttle = Throttle(4)
     throttle.record_rate_limited(retry_after=0.3)  # reported by this thread
     started = time.monotonic()
-    with throttle.slot():
+    with throttle.slot(retry=True):
         pass
-    assert time.monotonic() - started < 0.1  # the owner goes on (its retry already waited)
+    assert time.monotonic() - started < 0.1  # the owner's retry goes on (it already waited)
     waited: list[float] = []
 
-    def other() -> None:
+    def other(retry: bool) -> None:
         begin = time.monotonic()
-        with throttle.slot():
+        with throttle.slot(retry=retry):
             waited.append(time.monotonic() - begin)
 
-    thread = threading.Thread(target=other)
+    thread = threading.Thread(target=other, args=(True,))
     thread.start()
     thread.join()
     assert waited[0] >= 0.2
+    throttle.record_rate_limited(retry_after=0.3)  # a new pause, this thread's again
+    other(retry=False)  # a new request from the owner waits like everyone's
+    assert waited[1] >= 0.2
 
 
 def test_a_huge_retry_after_pauses_no_longer_than_the_cap():
