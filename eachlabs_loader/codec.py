@@ -119,9 +119,10 @@ def text_from_fragments(fragments: pa.Array) -> tuple[pa.Array, pa.Array]:
     """
     is_null = pc.equal(fragments, "null")
     is_string = pc.starts_with(fragments, '"')
-    unquoted = pc.utf8_slice_codeunits(fragments, 1, -1)
-    escaped = pc.and_(is_string, pc.match_substring(fragments, "\\"))
-    if pc.any(escaped).as_py():
+    any_string = pc.any(is_string).as_py()
+    unquoted = pc.utf8_slice_codeunits(fragments, 1, -1) if any_string else fragments
+    escaped = pc.and_(is_string, pc.match_substring(fragments, "\\")) if any_string else None
+    if escaped is not None and pc.any(escaped).as_py():
         unquoted = _replace(unquoted, escaped, fragments, lambda f: msgspec.json.decode(f))
     # Numbers, objects and arrays: re-encoded, so the text is the same whichever way the
     # value arrived (the API's own spacing, escapes and number spelling, or a Python value).
@@ -131,7 +132,7 @@ def text_from_fragments(fragments: pa.Array) -> tuple[pa.Array, pa.Array]:
         other = pc.and_(other, pc.invert(pc.match_substring_regex(fragments, CANONICAL_JSON)))
     if pc.any(other).as_py():
         fragments = _replace(fragments, other, fragments, _canonical)
-    text = pc.if_else(is_string, unquoted, fragments)
+    text = pc.if_else(is_string, unquoted, fragments) if any_string else fragments
     return pc.if_else(is_null, pa.scalar(None, pa.large_string()), text), is_string
 
 

@@ -69,6 +69,12 @@ _TIMESTAMP_RE = (
 )
 
 
+_STRICT_RE = (
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+)
+"""The forms Arrow's cast takes as they are (an offset, at most microseconds, a "." point)."""
+
+
 def dtype_for(column: str) -> Any:
     """The pandas dtype of a column: timestamps for ``TIMESTAMP_COLUMNS``, else strings."""
     return TIMESTAMP_DTYPE if column in TIMESTAMP_COLUMNS else STRING_DTYPE
@@ -175,12 +181,13 @@ def _cast_rfc3339(strings: pa.Array) -> pd.Series | None:
     offset, a leap second, garbage) makes it fail, and the caller takes the exact path.
     """
     text = pc.ascii_upper(strings)
-    if not pc.all(pc.match_substring_regex(text, _TIMESTAMP_RE)).as_py():
-        return None  # a form the exact parser does not accept either: let it decide (NaT)
-    if pc.any(pc.match_substring(text, ",")).as_py():
-        text = pc.replace_substring(text, ",", ".")
-    if pc.any(pc.match_substring_regex(text, r"\.\d{7}")).as_py():
-        text = pc.replace_substring_regex(text, r"(\.\d{6})\d+", r"\1")
+    if not pc.all(pc.match_substring_regex(text, _STRICT_RE)).as_py():  # the usual case
+        if not pc.all(pc.match_substring_regex(text, _TIMESTAMP_RE)).as_py():
+            return None  # a form the exact parser does not accept either: let it decide (NaT)
+        if pc.any(pc.match_substring(text, ",")).as_py():
+            text = pc.replace_substring(text, ",", ".")
+        if pc.any(pc.match_substring_regex(text, r"\.\d{7}")).as_py():
+            text = pc.replace_substring_regex(text, r"(\.\d{6})\d+", r"\1")
     try:
         cast = pc.cast(text, ARROW_TIMESTAMP)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
