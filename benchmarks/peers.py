@@ -200,18 +200,22 @@ def run_scenario(name: str, peers: list[str], repeat: int) -> list[dict[str, Any
         measure("project-c1", scenario, shared)  # warm the sandbox's caches, untimed
         shared.latency_ms = scenario["latency_ms"]
     rows_out = []
+    runs: dict[str, list[dict[str, Any]]] = {peer: [] for peer in peers}
     try:
-        for peer in peers:
-            runs = []
-            for _ in range(repeat):
+        # Round robin, so that whatever drifts (the machine, the sandbox's own state after a
+        # peer that opens a connection per request) weighs on every peer alike.
+        for _ in range(repeat):
+            for peer in peers:
                 sandbox = shared or Sandbox(**knobs, **scenario).start()
                 sandbox.clear_requests()
                 try:
-                    runs.append(measure(peer, scenario, sandbox))
+                    runs[peer].append(measure(peer, scenario, sandbox))
                 finally:
                     if sandbox is not shared:
                         sandbox.stop()
-            seconds = statistics.median(r["seconds"] for r in runs)
+                print(f"  {name:8} {peer:11} {runs[peer][-1]['seconds']:7.2f}s", file=sys.stderr)
+        for peer in peers:
+            seconds = statistics.median(r["seconds"] for r in runs[peer])
             concurrency = (
                 int(peer.removeprefix("project-c"))
                 if peer.startswith("project-c")
@@ -226,14 +230,13 @@ def run_scenario(name: str, peers: list[str], repeat: int) -> list[dict[str, Any
                     "peer": peer,
                     "seconds": seconds,
                     "rows_per_s": scenario["rows"] / seconds,
-                    "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-                    "missing": max(r["missing"] for r in runs),
-                    "duplicates": max(r["duplicates"] for r in runs),
-                    "requests": statistics.median(r["requests"] for r in runs),
+                    "peak_rss_mb": max(r["peak_rss_mb"] for r in runs[peer]),
+                    "missing": max(r["missing"] for r in runs[peer]),
+                    "duplicates": max(r["duplicates"] for r in runs[peer]),
+                    "requests": statistics.median(r["requests"] for r in runs[peer]),
                     "bound_s": math.ceil(pages / concurrency) * scenario["latency_ms"] / 1000,
                 }
             )
-            print(f"  {name:8} {peer:11} {seconds:7.2f}s", file=sys.stderr, flush=True)
     finally:
         if shared is not None:
             shared.stop()
