@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
 from typing import ClassVar
 
 import pytest
@@ -362,3 +363,14 @@ def test_a_sequential_scan_asks_for_the_next_page_before_the_caller_is_done(sand
         assert client.throttle.in_flight == 0
         frame = fetch_executions(client, sandbox.workflows[0].slug)
     assert len(frame) == 250 and frame["execution_id"].is_unique
+
+
+def test_sending_early_still_never_has_two_requests_at_the_server_at_once(make_sandbox):
+    # 1 ms per request makes overlaps visible: each request must reach the server after the
+    # previous answer left it (what keeps a sequential scan exact while the list grows).
+    sandbox = make_sandbox(rows=1_050, workflows=1, latency_ms=1)
+    with EachlabsClient(settings_for(sandbox)) as client:
+        frame = fetch_executions(client, sandbox.workflows[0].slug)
+    assert len(frame) == 1_050 and len(sandbox.requests) == 11
+    log = sorted(sandbox.requests, key=lambda r: r.time)
+    assert all(b.time >= a.finished for a, b in pairwise(log))
