@@ -188,7 +188,9 @@ def measure(peer: str, scenario: dict[str, Any], sandbox: Any) -> dict[str, Any]
     return result
 
 
-def run_scenario(name: str, peers: list[str], repeat: int) -> list[dict[str, Any]]:
+def run_scenario(
+    name: str, peers: list[str], repeat: int, settle_s: float = 2.0
+) -> list[dict[str, Any]]:
     from eachlabs_loader.config import DEFAULT_CONCURRENCY
     from eachlabs_loader.sandbox import Sandbox
 
@@ -214,6 +216,7 @@ def run_scenario(name: str, peers: list[str], repeat: int) -> list[dict[str, Any
                     if sandbox is not shared:
                         sandbox.stop()
                 print(f"  {name:8} {peer:11} {runs[peer][-1]['seconds']:7.2f}s", file=sys.stderr)
+                time.sleep(settle_s)  # let the machine reclaim a heavy peer's memory (dlt: 3 GB)
         for peer in peers:
             seconds = statistics.median(r["seconds"] for r in runs[peer])
             concurrency = (
@@ -266,6 +269,7 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", default=DEFAULT_SCENARIOS, choices=SCENARIOS)
     parser.add_argument("--peers", nargs="+", default=None)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=2.0, help="seconds between runs")
     parser.add_argument("--child", nargs=5, metavar=("PEER", "URL", "KEY", "SLUG", "IDS"))
     args = parser.parse_args()
     if args.child:
@@ -278,7 +282,9 @@ def main() -> None:
         print(
             "(dlt is not installed: pip install 'dlt[duckdb]' to compare with it)", file=sys.stderr
         )
-    rows = [r for name in args.scenarios for r in run_scenario(name, peers, args.repeat)]
+    rows = [
+        r for name in args.scenarios for r in run_scenario(name, peers, args.repeat, args.settle)
+    ]
     print_table(rows)
 
 
