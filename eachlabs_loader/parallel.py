@@ -164,11 +164,20 @@ class ConcurrentScan:
         yield from self._sequential(first)
 
     def _first_page(self) -> tuple[Page, float]:
-        """Page 0 and its round trip in seconds."""
+        """Page 0 and its round trip in seconds (until the answer is in, before decoding)."""
         started = time.perf_counter()
-        first = self._fetch(0)
+        if self.start_page is None:
+            first = self._fetch(0)
+            round_trip = time.perf_counter() - started
+        else:
+            pending = self._start(0)
+            answered = pending.wait()
+            round_trip = time.perf_counter() - started
+            first = pending.result()
+            if not answered:  # not sent early (no free slot), or retried: all of it
+                round_trip = time.perf_counter() - started
         self.stats.total_count_start = first.total_count
-        return first, time.perf_counter() - started
+        return first, round_trip
 
     def _fit_overlap(self, first: Page) -> int | None:
         """Size the overlap to the pages the server really sends; the stride between planned

@@ -39,6 +39,7 @@ class Throttle:
         self.decreases = 0
         self.paused_s = 0.0
         self._in_flight = 0
+        self._early = 0  # slots taken by requests sent ahead of need (see ``try_acquire_early``)
         self._paused_until = 0.0
         self._pause_owner: int | None = None
         self._clock = clock
@@ -46,7 +47,7 @@ class Throttle:
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self._in_flight + self._early
 
     @contextmanager
     def slot(self, *, retry: bool = False) -> Iterator[None]:
@@ -75,9 +76,27 @@ class Throttle:
                 else:
                     self._cond.wait()
 
-    def release(self) -> None:
+    def try_acquire_early(self) -> bool:
+        """A slot for a request sent ahead of need, only if one is free right now.
+
+        Such a slot never makes another request wait (``acquire`` does not count it): its
+        answer is read only when its scan resumes, so a request waiting for it could wait
+        for its own thread. Release it with ``release(early=True)``.
+        """
         with self._cond:
-            self._in_flight -= 1
+            if self._paused_until > self._clock():
+                return False
+            if self._in_flight + self._early >= int(self.limit):
+                return False
+            self._early += 1
+            return True
+
+    def release(self, *, early: bool = False) -> None:
+        with self._cond:
+            if early:
+                self._early -= 1
+            else:
+                self._in_flight -= 1
             self._cond.notify_all()
 
     def record_success(self) -> None:

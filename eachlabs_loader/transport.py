@@ -8,6 +8,7 @@ Every call goes through the retry policy. Imports ``config``, ``wire``, ``retry`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -133,10 +134,17 @@ class EachlabsClient:
         ).result()
 
     def start_executions_page(
-        self, workflow_id: str, *, offset: int, limit: int, bulk_id: str | None = None
+        self,
+        workflow_id: str,
+        *,
+        offset: int,
+        limit: int,
+        bulk_id: str | None = None,
+        early: bool = False,
     ) -> Pending[Page]:
-        """``fetch_executions_page`` in two steps: the request goes out now, and ``result()``
-        reads the page (retrying as needed) when the caller is ready for it."""
+        """``fetch_executions_page`` in two steps: the request goes out now (``early``: if
+        a throttle slot is free, see ``start_parsed``), and ``result()`` reads the page
+        (retrying as needed) when the caller is ready for it."""
         url = self.executions_url(workflow_id)
         limit = validate_page_size(limit)
         bulk_id = normalize_bulk_id(bulk_id)
@@ -151,6 +159,7 @@ class EachlabsClient:
             parse=lambda data: self._page_decoder.decode(data, offset=offset, limit=limit),
             workflow_id=workflow_id,
             offset=offset,
+            early=early,
         )
 
     def iter_pages(
@@ -173,7 +182,7 @@ class EachlabsClient:
             start_offset=start_offset,
             workflow_id=workflow_id,
             start_page=lambda offset: self.start_executions_page(
-                workflow_id, offset=offset, limit=limit, bulk_id=bulk_id
+                workflow_id, offset=offset, limit=limit, bulk_id=bulk_id, early=True
             ),
         )
 
@@ -222,7 +231,7 @@ class EachlabsClient:
             concurrency=self.settings.concurrency if concurrency is None else concurrency,
             workflow_id=workflow_id,
             start_page=lambda offset: self.start_executions_page(
-                workflow_id, offset=offset, limit=limit, bulk_id=bulk_id
+                workflow_id, offset=offset, limit=limit, bulk_id=bulk_id, early=True
             ),
         )
 
@@ -251,13 +260,15 @@ class EachlabsClient:
         parse: Callable[[bytes], T],
         workflow_id: str | None = None,
         offset: int | None = None,
+        early: bool = False,
     ) -> Pending[T]:
         """``get_parsed`` in steps: the first attempt is sent now (the server works while
         the caller does), ``wait()`` receives its answer, ``result()`` parses it and makes
-        any retries."""
+        any retries. ``early``: sent now only if a throttle slot is free (else when the
+        answer is asked for), on a slot that never makes another request wait."""
         first: _Sent | Reply | EachlabsError | None
         try:
-            first = self._start(url, params, workflow_id=workflow_id, offset=offset)
+            first = self._start(url, params, workflow_id=workflow_id, offset=offset, early=early)
         except EachlabsError as exc:  # not even sent: the first attempt's outcome
             first = exc
 
@@ -270,15 +281,19 @@ class EachlabsClient:
                     first = exc
             return isinstance(first, Reply) and first.status < 300
 
+        retried = False  # the first attempt may be sent only when asked for (not early)
+
         def attempt() -> T:
-            nonlocal first
+            nonlocal first, retried
             outcome, first = first, None
+            retried, is_retry = True, retried
             if isinstance(outcome, EachlabsError):
                 raise outcome
             if outcome is None:
                 outcome = self._start(
-                    url, params, workflow_id=workflow_id, offset=offset, retry=True
+                    url, params, workflow_id=workflow_id, offset=offset, retry=is_retry
                 )
+                assert outcome is not None  # not early: sent, or raised
             reply = outcome if isinstance(outcome, Reply) else outcome.reply()
             if reply.status >= 300:
                 raise self._status_error(reply, workflow_id, offset)
@@ -331,22 +346,28 @@ class EachlabsClient:
         offset: int | None,
         redirects: int = 0,
         retry: bool = False,
-    ) -> _Sent:
-        """Send one request now, holding a throttle slot until its answer is read."""
+        early: bool = False,
+    ) -> _Sent | None:
+        """Send one request now, holding a throttle slot until its answer is read; with
+        ``early``, only if a slot is free (None if not: nothing was sent)."""
         if params:
             url = f"{url}?{urlencode(params)}"
+        if early:
+            if not self.throttle.try_acquire_early():
+                return None
+        else:
+            self.throttle.acquire(retry=retry)
         with self._lock:
             self.stats.requests += 1
-        self.throttle.acquire(retry=retry)
         try:
             exchange = self._wire.start(url, self._headers(), self.settings.timeout)
         except WireError as exc:
-            self.throttle.release()
+            self.throttle.release(early=early)
             raise self._wire_error(exc, workflow_id, offset) from exc
         except BaseException:
-            self.throttle.release()
+            self.throttle.release(early=early)
             raise
-        return _Sent(self, exchange, workflow_id, offset, redirects)
+        return _Sent(self, exchange, workflow_id, offset, redirects, early=early)
 
     def _wire_error(
         self, exc: WireError, workflow_id: str | None, offset: int | None
@@ -459,10 +480,17 @@ class _Sent:
         workflow_id: str | None,
         offset: int | None,
         redirects: int,
+        *,
+        early: bool = False,
     ) -> None:
         self._client, self._exchange = client, exchange
         self._where, self._redirects = (workflow_id, offset), redirects
+        self._early = early
         self._open = True
+
+    def __del__(self) -> None:  # dropped unread (an abandoned Pending): free the slot
+        with contextlib.suppress(Exception):
+            self.cancel()
 
     def reply(self) -> Reply:
         client, (workflow_id, offset) = self._client, self._where
@@ -484,9 +512,11 @@ class _Sent:
                 APIError, f"more than {MAX_REDIRECTS} redirects", workflow_id, offset
             )
         target = client._redirect_target(reply, workflow_id, offset)
-        return client._start(
+        sent = client._start(
             target, None, workflow_id=workflow_id, offset=offset, redirects=self._redirects + 1
-        ).reply()
+        )
+        assert sent is not None  # not early: sent, or raised
+        return sent.reply()
 
     def cancel(self) -> None:
         if self._open:
@@ -496,7 +526,7 @@ class _Sent:
     def _close(self) -> None:
         if self._open:
             self._open = False
-            self._client.throttle.release()
+            self._client.throttle.release(early=self._early)
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

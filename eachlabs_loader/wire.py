@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Literal, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests import Session
@@ -36,6 +36,9 @@ ACCEPT_ENCODING = "gzip, deflate"
 """What the wires ask for and decode (pages of JSON shrink about tenfold)."""
 MAX_LINE_BYTES = 65_536
 MAX_HEADERS = 100
+MAX_BODY_BYTES = 256 * 1024 * 1024
+"""A page of executions is well under 1 MB; anything near this is not an answer (a garbled
+length, a decompression bomb) and is refused before it is read."""
 
 
 class Headers(dict[str, str]):
@@ -95,14 +98,31 @@ class _Connection:
     origin: tuple[str, str, int]
     sock: socket.socket
     reader: io.BufferedReader
+    read_timeout: float
 
     def is_dropped(self) -> bool:
         """An idle connection with something to read has been closed (or is confused)."""
+        if self.has_unread():
+            return True
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
-        return bool(readable)
+
+    def has_unread(self) -> bool:
+        """Bytes past the answer already in our buffer: the connection is out of step."""
+        try:
+            self.sock.setblocking(False)
+            try:
+                return bool(self.reader.peek(1))  # reads the socket only if nothing is buffered
+            except (BlockingIOError, ssl.SSLWantReadError):
+                return False
+            finally:
+                self.sock.settimeout(self.read_timeout)
+        except (OSError, ValueError):
+            return True
 
     def close(self) -> None:
         with suppress(OSError):  # the file first: the socket's fd lives while it is open
@@ -122,6 +142,7 @@ class SocketWire:
         self._tls: ssl.SSLContext | None = None
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
+        self._closed = False
 
     def start(
         self, url: str, headers: Mapping[str, str], timeout: tuple[float, float]
@@ -133,9 +154,19 @@ class SocketWire:
             raise WireError("other", f"request failed: cannot send to {scheme}://{host}")
         authority = parts.netloc.rpartition("@")[2]
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if not (authority + target).isascii():  # an IRI: the host in IDNA, the rest %-encoded
+            try:
+                authority = host.encode("idna").decode("ascii")
+            except UnicodeError:
+                raise WireError("other", "request failed: not a valid host name") from None
+            authority += f":{parts.port}" if parts.port else ""
+            target = quote(target, safe="/?&=%:@!$'()*+,;~-._")
         lines = [f"GET {target} HTTP/1.1", f"Host: {authority}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
-        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        try:
+            request = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+        except UnicodeEncodeError:  # its text holds the whole request, keys included
+            raise WireError("other", "request failed: a header is not ASCII") from None
         exchange = _SocketExchange(self, (scheme, host, port), request, url, timeout)
         exchange.send()
         return exchange
@@ -144,8 +175,9 @@ class SocketWire:
         return self.start(url, headers, timeout).reply()
 
     def close(self) -> None:
+        """Close the idle connections; those still in use are closed when they come back."""
         with self._lock:
-            idle, self._idle = self._idle, []
+            idle, self._idle, self._closed = self._idle, [], True
         for connection in idle:
             connection.close()
 
@@ -162,10 +194,11 @@ class SocketWire:
             connection.close()
 
     def _checkin(self, connection: _Connection) -> None:
-        with self._lock:
-            if len(self._idle) < self.maxsize:
-                self._idle.append(connection)
-                return
+        if not connection.has_unread():
+            with self._lock:
+                if not self._closed and len(self._idle) < self.maxsize:
+                    self._idle.append(connection)
+                    return
         connection.close()
 
     def _connect(self, origin: tuple[str, str, int], timeout: tuple[float, float]) -> _Connection:
@@ -179,7 +212,7 @@ class SocketWire:
         except BaseException:
             sock.close()
             raise
-        return _Connection(origin, sock, sock.makefile("rb"))
+        return _Connection(origin, sock, sock.makefile("rb"), timeout[1])
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
@@ -279,16 +312,21 @@ def _read_response(reader: io.BufferedReader) -> tuple[int, str, Headers, bytes,
         body = b""
     elif "chunked" in headers.get("transfer-encoding", "").lower():
         body = _read_chunked(readline, read)
+        keep_alive = keep_alive and "content-length" not in headers  # both: out of step
     elif "content-length" in headers:
         lengths = {v.strip() for v in headers["content-length"].split(",")}
         if len(lengths) != 1 or not next(iter(lengths)).isdigit():
             raise ValueError(f"bad Content-Length: {headers['content-length']!r}")
         size = int(lengths.pop())
+        if size > MAX_BODY_BYTES:
+            raise ValueError(f"a body of {size} bytes is not an answer to this request")
         body = read(size)
         if len(body) < size:
             raise ValueError(f"the body ended after {len(body)} of {size} bytes")
-    else:
-        body, keep_alive = read(), False  # delimited by the end of the connection
+    else:  # delimited by the end of the connection
+        body, keep_alive = read(MAX_BODY_BYTES + 1), False
+        if len(body) > MAX_BODY_BYTES:
+            raise ValueError("the body is too large to be an answer to this request")
     return status, reason, headers, _decoded(body, headers.get("content-encoding")), keep_alive
 
 
@@ -317,13 +355,16 @@ def _read_headers(readline: Callable[[int], bytes]) -> Headers:
 
 
 def _read_chunked(readline: Callable[[int], bytes], read: Callable[[int], bytes]) -> bytes:
-    parts = []
+    parts, total = [], 0
     while True:
         line = readline(MAX_LINE_BYTES + 1)
         size_text = line.split(b";", 1)[0].strip()
         if not line or not size_text:
             raise ValueError("the chunked body ended early")
         size = int(size_text, 16)
+        total += size
+        if total > MAX_BODY_BYTES:
+            raise ValueError("the chunked body is too large to be an answer to this request")
         if size == 0:
             _read_headers(readline)  # trailers, up to the blank line
             return b"".join(parts)
@@ -336,15 +377,31 @@ def _read_chunked(readline: Callable[[int], bytes], read: Callable[[int], bytes]
 def _decoded(body: bytes, encoding: str | None) -> bytes:
     for coding in reversed([c.strip().lower() for c in (encoding or "").split(",") if c.strip()]):
         if coding in ("gzip", "x-gzip"):
-            body = zlib.decompress(body, 16 + zlib.MAX_WBITS)
+            body = _inflate(body, 16 + zlib.MAX_WBITS)
         elif coding == "deflate":
             try:
-                body = zlib.decompress(body)
+                body = _inflate(body, zlib.MAX_WBITS)
             except zlib.error:  # some servers send raw deflate without the zlib wrapper
-                body = zlib.decompress(body, -zlib.MAX_WBITS)
+                body = _inflate(body, -zlib.MAX_WBITS)
         elif coding != "identity":
             break  # not asked for: left as is (the body check will say what it is)
     return body
+
+
+def _inflate(data: bytes, wbits: int) -> bytes:
+    """Every member of a gzip/zlib stream (zlib.decompress stops after the first), capped."""
+    parts, total = [], 0
+    while data:
+        inflater = zlib.decompressobj(wbits)
+        part = inflater.decompress(data, MAX_BODY_BYTES + 1 - total)
+        total += len(part)
+        if total > MAX_BODY_BYTES or inflater.unconsumed_tail:
+            raise ValueError("the decoded body is too large to be an answer to this request")
+        if not inflater.eof:
+            raise zlib.error("the compressed body ended early")
+        parts.append(part)
+        data = inflater.unused_data
+    return b"".join(parts)
 
 
 class SessionWire:

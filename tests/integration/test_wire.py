@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import socket
 import ssl
@@ -224,8 +225,10 @@ BODY = b'{"executions": [], "note": "' + b"x" * 300 + b'"}'
                  "content-encoding: GZIP", length=False),
         b"HTTP/1.1 100 Continue\r\n\r\n" + response(BODY),
         response(BODY, "X-Folded: one", "  two"),
+        response(gzip.compress(BODY[:50]) + gzip.compress(BODY[50:]), "Content-Encoding: gzip"),
     ],
-    ids=["length", "chunked", "gzip", "deflate", "raw-deflate", "chunked-gzip", "1xx", "folded"],
+    ids=["length", "chunked", "gzip", "deflate", "raw-deflate", "chunked-gzip", "1xx", "folded",
+         "gzip-members"],
 )  # fmt: skip
 def test_bodies_are_read_and_decoded_whatever_the_framing(scripted, raw):
     server = scripted([raw, response(b"{}")])
@@ -287,9 +290,12 @@ def test_an_idle_connection_the_server_dropped_is_replaced_before_sending(script
         (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n", "more than 100 headers"),
         (b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70_000 + b"\r\n\r\n", "too long"),
         (response(b"{}", "Content-Length: 2, 3", length=False), "Content-Length"),
+        (response(b"{}", "Content-Length: 99999999999999999999", length=False), "not an answer"),
+        (response(b"ffffffffffff\r\n", "Transfer-Encoding: chunked", length=False), "too large"),
+        (response(gzip.compress(b"0" * 300_000_000), "Content-Encoding: gzip"), "too large"),
     ],
     ids=["dropped", "truncated", "chunked-truncated", "not-http", "bad-gzip", "many-headers",
-         "long-header", "two-lengths"],
+         "long-header", "two-lengths", "huge-length", "huge-chunk", "gzip-bomb"],
 )  # fmt: skip
 def test_a_broken_answer_is_a_connection_error_and_the_connection_is_closed(scripted, raw, message):
     server = scripted([raw])
@@ -374,3 +380,54 @@ def test_sending_early_still_never_has_two_requests_at_the_server_at_once(make_s
     assert len(frame) == 1_050 and len(sandbox.requests) == 11
     log = sorted(sandbox.requests, key=lambda r: r.time)
     assert all(b.time >= a.finished for a, b in pairwise(log))
+
+
+def test_bytes_past_the_answer_keep_the_connection_from_being_reused(scripted):
+    server = scripted([response(b"1") + b"HTTP/1.1 200 OK\r\n", response(b"2")])
+    wire = SocketWire(maxsize=1)
+    assert wire.get(f"http://127.0.0.1:{server.port}/", {}, TIMEOUT).body == b"1"
+    assert wire._idle == []  # out of step: the stray bytes would be read as the next answer
+    assert wire.get(f"http://127.0.0.1:{server.port}/", {}, TIMEOUT).body == b"2"
+    assert server.connections == 2
+
+
+def test_a_closed_wire_closes_connections_that_come_back_later(scripted):
+    server = scripted([response(b"1")])
+    wire = SocketWire(maxsize=1)
+    exchange = wire.start(f"http://127.0.0.1:{server.port}/", {}, TIMEOUT)
+    wire.close()  # e.g. a load that failed while this request was still running
+    assert exchange.reply().body == b"1"
+    assert wire._idle == []
+
+
+def test_a_non_ascii_url_is_sent_encoded_and_a_non_ascii_header_never_echoed(scripted):
+    server = scripted([response(b"{}")])
+    wire = SocketWire(maxsize=1)
+    assert wire.get(f"http://127.0.0.1:{server.port}/päth?q=é", {}, TIMEOUT).body == b"{}"
+    assert server.requests[0].startswith(b"GET /p%C3%A4th?q=%C3%A9 HTTP/1.1\r\n")
+    with pytest.raises(WireError) as info:
+        wire.get(f"http://127.0.0.1:{server.port}/", {"X-API-Key": "clé-secrète"}, TIMEOUT)
+    assert "secr" not in repr(info.value) + repr(info.value.args) + str(info.value.__context__)
+
+
+@pytest.mark.timeout(30)
+def test_pages_held_by_a_paused_scan_never_make_another_request_wait(sandbox):
+    # With one slot, a scan paused at a page holds the request it sent early; requests made
+    # meanwhile (another scan, a single page) must not wait for it.
+    with EachlabsClient(settings_for(sandbox)) as client:
+        a, b = sandbox.workflows[0].slug, sandbox.workflows[1].slug
+        pairs = list(zip(client.iter_pages(a), client.iter_pages(b), strict=True))
+        assert len(pairs) == 3
+        for page in client.iter_pages(a):
+            client.fetch_executions_page(b, offset=page.offset, limit=10)
+        assert client.throttle.in_flight == 0
+
+
+def test_a_request_started_and_dropped_unread_gives_its_slot_back(sandbox):
+    with EachlabsClient(settings_for(sandbox)) as client:
+        pending = client.start_executions_page(sandbox.workflows[0].slug, offset=0, limit=5)
+        assert client.throttle.in_flight == 1
+        del pending
+        gc.collect()
+        assert client.throttle.in_flight == 0
+        assert len(client.fetch_executions_page(sandbox.workflows[0].slug, offset=0, limit=5)) == 5
