@@ -1,7 +1,8 @@
 """How to turn 100k executions of JSON into columns: the measurements behind ``codec``.
 
-Pages of 100 sandbox executions (every timestamp in the docs' ``...Z`` form), decoded in
-this process, no network. Each line is the best of ``--repeat`` runs.
+Pages of 100 sandbox executions (compact JSON, as the sandbox sends it; every timestamp in
+the docs' ``...Z`` form), decoded in this process, no network. Each line is the best of
+``--repeat`` runs.
 
     .venv/bin/python benchmarks/decode.py
 """
@@ -29,7 +30,9 @@ def pages(rows: int) -> list[bytes]:
     workflow = make_workflow(0, 1)
     executions = [make_execution(0, workflow, k, timestamp_variety=False) for k in range(rows)]
     return [
-        json.dumps({"executions": executions[i : i + 100], "total_count": rows}).encode()
+        json.dumps(
+            {"executions": executions[i : i + 100], "total_count": rows}, separators=(",", ":")
+        ).encode()
         for i in range(0, rows, 100)
     ]
 
