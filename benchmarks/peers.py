@@ -52,7 +52,11 @@ def run_project(base_url: str, key: str, slug: str, concurrency: int | None) -> 
 
     kwargs = {} if concurrency is None else {"concurrency": concurrency}
     frame = load_executions(slug, base_url=base_url, api_key=key, **kwargs)
+    _MODE["concurrency"] = frame.attrs["eachlabs"].concurrency  # what the scan chose
     return frame["execution_id"].tolist()
+
+
+_MODE: dict[str, Any] = {}
 
 
 def run_naive(base_url: str, key: str, slug: str) -> list[str]:
@@ -154,7 +158,7 @@ def child(peer: str, base_url: str, key: str, slug: str, ids_file: str) -> None:
     with open(ids_file, "w") as handle:
         handle.write("\n".join(ids))
     peak_mb = peak_rss_mb()
-    print(json.dumps({"seconds": seconds, "rows": len(ids), "peak_rss_mb": peak_mb}))
+    print(json.dumps({"seconds": seconds, "rows": len(ids), "peak_rss_mb": peak_mb, **_MODE}))
 
 
 # -- the parent: sandbox, runs, table --------------------------------------------------------
@@ -215,7 +219,9 @@ def run_scenario(
                 finally:
                     if sandbox is not shared:
                         sandbox.stop()
-                print(f"  {name:8} {peer:11} {runs[peer][-1]['seconds']:7.2f}s", file=sys.stderr)
+                last = runs[peer][-1]
+                mode = f"  (concurrency {last['concurrency']})" if "concurrency" in last else ""
+                print(f"  {name:8} {peer:11} {last['seconds']:7.2f}s{mode}", file=sys.stderr)
                 time.sleep(settle_s)  # let the machine reclaim a heavy peer's memory (dlt: 3 GB)
         for peer in peers:
             seconds = statistics.median(r["seconds"] for r in runs[peer])
