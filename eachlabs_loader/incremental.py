@@ -226,10 +226,14 @@ class StateTracker:
     def _close(self, finished: pd.DataFrame) -> None:
         if not self.open or finished.empty:
             return
-        hits = finished[finished["execution_id"].isin(list(self.open))]
-        for execution_id, updated in hits[["execution_id", "updated_at"]].itertuples(index=False):
-            if _later_or_equal(updated, self.open[execution_id][1]):
-                del self.open[execution_id]
+        # Looked up in the dict, row by row: a chunk's cost, however many are open.
+        ids = finished["execution_id"].tolist()
+        hits = [k for k, execution_id in enumerate(ids) if execution_id in self.open]
+        if not hits:
+            return
+        for k, updated in zip(hits, finished["updated_at"].iloc[hits], strict=True):
+            if _later_or_equal(updated, self.open[ids[k]][1]):
+                del self.open[ids[k]]
 
     def state(
         self,
