@@ -105,6 +105,8 @@ class _Connection:
         if self.has_unread():
             return True
         try:
+            if not hasattr(select, "poll"):  # Windows: select() has no descriptor limit there
+                return bool(select.select([self.sock], [], [], 0)[0])
             poller = select.poll()
             poller.register(self.sock, select.POLLIN)
             return bool(poller.poll(0))

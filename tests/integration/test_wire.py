@@ -269,7 +269,12 @@ def test_a_connection_the_server_closes_is_not_reused(scripted, raw):
     assert wire.get(f"http://127.0.0.1:{second.port}/", {}, TIMEOUT).body == b"{}"
 
 
-def test_an_idle_connection_the_server_dropped_is_replaced_before_sending(scripted):
+@pytest.mark.parametrize("poll", [True, False], ids=["poll", "select (no poll: Windows)"])
+def test_an_idle_connection_the_server_dropped_is_replaced_before_sending(
+    scripted, monkeypatch, poll
+):
+    if not poll:
+        monkeypatch.delattr("select.poll")
     server = scripted([(response(b"1"), "close"), response(b"2")])
     wire = SocketWire(maxsize=1)
     assert wire.get(f"http://127.0.0.1:{server.port}/", {}, TIMEOUT).body == b"1"
