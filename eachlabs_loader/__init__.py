@@ -7,6 +7,7 @@ from .config import DEFAULT_BASE_URL, Settings, resolve_settings
 from .errors import (
     APIError,
     AuthenticationError,
+    BadRequestError,
     EachlabsError,
     EachlabsWarning,
     InvalidRequestError,
@@ -15,6 +16,8 @@ from .errors import (
     RateLimitError,
     SchemaMismatchError,
     ServerError,
+    StorageError,
+    TLSError,
     TransportError,
     UnparseableTimestampWarning,
     WorkflowNotFoundError,
@@ -25,7 +28,7 @@ from .pagination import Page
 from .result import LoadResult
 from .retry import RetryPolicy
 from .schema import COLUMNS, CORE_COLUMNS, normalize_executions
-from .transport import EachlabsClient
+from .transport import EachlabsClient, Request
 from .workflows import ALL_WORKFLOWS, WORKFLOW_COLUMNS, load_workflows
 
 __version__ = "0.1.0"
@@ -38,6 +41,7 @@ __all__ = [
     "WORKFLOW_COLUMNS",
     "APIError",
     "AuthenticationError",
+    "BadRequestError",
     "EachlabsClient",
     "EachlabsError",
     "EachlabsWarning",
@@ -47,10 +51,13 @@ __all__ = [
     "Page",
     "PaginationError",
     "RateLimitError",
+    "Request",
     "RetryPolicy",
     "SchemaMismatchError",
     "ServerError",
     "Settings",
+    "StorageError",
+    "TLSError",
     "TransportError",
     "UnparseableTimestampWarning",
     "WorkflowNotFoundError",

@@ -1,8 +1,10 @@
 """Settings: resolved once at the edge (argument > environment > default) and validated.
 
-``resolve_settings`` is the only reader of the environment. The validators for request
-parameters live here too, so every bad input is rejected before a socket is opened.
-Imports only ``errors``.
+``resolve_settings`` is the only reader of the environment: the API key and base URL, the
+proxy variables (``HTTPS_PROXY``, ``NO_PROXY``..., read by the standard library's rules) and
+the CA bundle (``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE``, ``CURL_CA_BUNDLE``). The validators
+for request parameters live here too, so every bad input is rejected before a socket is
+opened, and ``ListQuery`` carries a validated list request down the layers.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
+from urllib.request import proxy_bypass_environment
 
 from .errors import AuthenticationError, InvalidRequestError
 
 API_KEY_ENV = "EACHLABS_API_KEY"
 BASE_URL_ENV = "EACHLABS_BASE_URL"
+CA_BUNDLE_ENVS = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE")
+"""Where a CA bundle (a file, or a directory of hashed certificates) may be named, first wins."""
 
 DEFAULT_BASE_URL = "https://workflows.eachlabs.run/api/v1"
 """The seed's host; ``https://api.eachlabs.ai/v1`` (the vendor's current host) works too."""
@@ -95,46 +100,98 @@ def resolve_settings(
         concurrency=_validate_int("concurrency", concurrency, low=1, high=MAX_CONCURRENCY),
     )
     return replace(
-        settings,
-        proxies=_proxies_for(settings.base_url, env),
-        ca_bundle=env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or None,
+        settings, proxies=_proxies_for(settings.base_url, env), ca_bundle=_ca_bundle(env)
     )
+
+
+def _proxy_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """``{"https": ..., "all": ..., "no": ...}`` from ``*_proxy`` variables, as the standard
+    library's ``getproxies_environment`` reads them (lower case wins) but from ``env``."""
+    found: dict[str, str] = {}
+    for lower_case_wins in (False, True):
+        for name, value in env.items():
+            if name.lower().endswith("_proxy") and (name.islower() == lower_case_wins):
+                if value:
+                    found[name[:-6].lower()] = value
+                else:
+                    found.pop(name[:-6].lower(), None)
+    return found
 
 
 def _proxies_for(base_url: str, env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """The proxy per scheme for the API host, from the usual variables, read once.
 
-    The same variables requests honours (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``...);
-    loopback hosts (the sandbox) never go through a proxy.
+    ``NO_PROXY`` is matched by the standard library (names, domain suffixes, ``*``, IP
+    literals with or without brackets) and, as curl and requests do, CIDR ranges; loopback
+    hosts (the sandbox) never go through a proxy.
     """
-
-    def get(name: str) -> str | None:
-        return env.get(name) or env.get(name.upper())
-
-    host = (urlsplit(base_url).hostname or "").lower()
-    if is_loopback_host(host) or _bypasses_proxy(host, get("no_proxy") or ""):
+    variables = _proxy_variables(env)
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    named = f"[{host}]" if ":" in host else host  # IPv6 as URLs write it
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    no_proxy = {"no": variables.get("no", "")}
+    forms = {host, named, f"{named}:{port}"}
+    if (
+        is_loopback_host(host)
+        or any(proxy_bypass_environment(form, no_proxy) for form in forms)
+        or _in_listed_network(host, no_proxy["no"])
+    ):
         return ()
     pairs = []
     for scheme in ("http", "https"):
-        proxy = get(f"{scheme}_proxy") or get("all_proxy")
+        proxy = variables.get(scheme) or variables.get("all")
         if proxy:
-            pairs.append((scheme, proxy))
+            pairs.append((scheme, validate_proxy_url(proxy)))
     return tuple(pairs)
 
 
-def _bypasses_proxy(host: str, no_proxy: str) -> bool:
-    for entry in no_proxy.replace(" ", ",").split(","):
-        entry = entry.strip().lower().split(":")[0].lstrip(".")
-        if not entry:
-            continue
-        if entry == "*" or host == entry or host.endswith("." + entry):
-            return True
-        try:
-            if ipaddress.ip_address(host) in ipaddress.ip_network(entry, strict=False):
-                return True
-        except ValueError:
-            pass
+def _in_listed_network(host: str, no_proxy: str) -> bool:
+    """Is ``host`` an IP address inside one of the CIDR ranges ``NO_PROXY`` lists?"""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    for entry in no_proxy.split(","):
+        if "/" in entry:
+            try:
+                if address in ipaddress.ip_network(entry.strip(), strict=False):
+                    return True
+            except ValueError:
+                continue
     return False
+
+
+def validate_proxy_url(proxy: str) -> str:
+    """An ``http://`` or ``https://`` proxy (a bare ``host:port`` means ``http://``)."""
+    if "://" not in proxy:
+        proxy = "http://" + proxy
+    parts = urlsplit(proxy)
+    try:
+        valid_port = parts.port is None or parts.port > 0
+    except ValueError:
+        valid_port = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not valid_port:
+        shown = f"{parts.scheme}://{parts.hostname or ''}"  # never the credentials
+        raise InvalidRequestError(
+            f"proxy {shown}: only http:// and https:// proxies with a host and a valid port "
+            "are supported (check HTTPS_PROXY, HTTP_PROXY and ALL_PROXY)"
+        )
+    return proxy
+
+
+def _ca_bundle(env: Mapping[str, str]) -> str | None:
+    """The first CA bundle named in ``CA_BUNDLE_ENVS``: an existing file or directory."""
+    for name in CA_BUNDLE_ENVS:
+        path = env.get(name)
+        if path:
+            if not os.path.exists(path):
+                raise InvalidRequestError(
+                    f"{name}={path!r}: no such file or directory (a CA bundle file, or a "
+                    "directory of hashed certificates, is expected)"
+                )
+            return path
+    return None
 
 
 def _validate_api_key(api_key: object) -> str:
@@ -161,7 +218,16 @@ def validate_base_url(base_url: object, *, allow_insecure: bool = False) -> str:
     """
     if not isinstance(base_url, str) or not base_url.strip():
         raise InvalidRequestError("base_url must be a non-empty string such as " + DEFAULT_BASE_URL)
-    parts = urlsplit(base_url.strip())
+    bad = [(i, c) for i, c in enumerate(base_url) if c.isspace() or unicodedata.category(c) == "Cc"]
+    if bad:
+        # URL parsing would silently drop tabs and newlines, and a space would go out as is.
+        # Not echoed: the URL may hold credentials.
+        position, char = bad[0]
+        raise InvalidRequestError(
+            f"base_url must not contain spaces or control characters ({char!r} at "
+            f"position {position})"
+        )
+    parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequestError(
             f"base_url must be an http(s) URL with a host, such as {DEFAULT_BASE_URL}"
@@ -208,6 +274,32 @@ def validate_timeout(timeout: object) -> tuple[float, float]:
             f"got {timeout!r}"
         )
     return (float(pair[0]), float(pair[1]))
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """One workflow's executions list, as the API is asked for it: already validated.
+
+    Built once at the edge (``list_query``) and passed down, so nothing below re-checks it.
+    """
+
+    workflow_id: str
+    bulk_id: str | None = None
+    limit: int = DEFAULT_PAGE_SIZE
+
+
+def list_query(workflow_id: object, bulk_id: object = None, *, limit: object) -> ListQuery:
+    """A ``ListQuery`` from user input, or ``InvalidRequestError`` before any request."""
+    return ListQuery(
+        validate_workflow_id(workflow_id), normalize_bulk_id(bulk_id), validate_page_size(limit)
+    )
+
+
+def validate_offset(offset: object) -> int:
+    """An offset into the list: an int >= 0."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidRequestError(f"offset must be an integer >= 0, got {offset!r}")
+    return offset
 
 
 def validate_workflow_id(workflow_id: object) -> str:

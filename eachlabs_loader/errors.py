@@ -3,19 +3,24 @@
 This module imports nothing from the package, so every other module can use it::
 
     EachlabsError                          root: ``except EachlabsError`` catches all of ours
-    ├── InvalidRequestError (+ValueError)  bad input or setting, raised before any request; also 400
-    ├── AuthenticationError                401, 403, or no API key at all
+    ├── InvalidRequestError (+ValueError)  bad input or setting, raised before any request
+    │   └── BadRequestError (+APIError)    HTTP 400: the API refused what was sent
+    ├── AuthenticationError                401, 403, a proxy's 407, or no API key at all
     ├── WorkflowNotFoundError              404: unknown workflow id or slug
+    ├── StorageError                       the dataset cannot be read or written (names the path)
+    ├── SchemaMismatchError                an existing dataset file stores an incompatible type
     └── APIError                           the API failed us: an error status, or retries ran out
         ├── RateLimitError                 429; ``retry_after`` in seconds or None      [retryable]
         ├── ServerError                    500/502/503/504, HTML gateway pages          [retryable]
         ├── TransportError                 timeout, refused or dropped connection       [retryable]
-        │   └── InvalidResponseError       a 200 whose body is not the expected JSON    [retryable]
+        │   ├── InvalidResponseError       a 200 whose body is not the expected JSON    [retryable]
+        │   └── TLSError                   a certificate or TLS-protocol failure: permanent
         └── PaginationError                the server keeps serving rows already seen
 
 Whether to retry is the class attribute ``retryable``: the retry policy reads nothing else.
 When retries run out the last error is raised as is, so ``except APIError`` catches
-"the API or the network failed after retries".
+"the API or the network failed after retries". An error the API answered carries the
+``X-Request-Id`` it sent (``request_id``), to quote to the vendor's support.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class EachlabsError(Exception):
         api_message: str | None = None,
         code: str | None = None,
         details: Any = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -51,22 +57,40 @@ class EachlabsError(Exception):
         self.api_message = api_message
         self.code = code
         self.details = details
+        self.request_id = request_id
 
 
 class InvalidRequestError(EachlabsError, ValueError):
-    """Bad input or settings (checked before any request), or an HTTP 400 from the API."""
+    """Bad input or settings, checked before any request (``BadRequestError``: an HTTP 400)."""
 
 
 class AuthenticationError(EachlabsError):
-    """The API key is missing, invalid (401) or not allowed to see the workflow (403)."""
+    """The API key is missing, invalid (401) or not allowed to see the workflow (403), or a
+    proxy refused its credentials (407)."""
 
 
 class WorkflowNotFoundError(EachlabsError):
     """HTTP 404: the workflow id or slug does not exist for this key."""
 
 
+class StorageError(EachlabsError):
+    """The output cannot be read or written: its message names the path and the reason."""
+
+    def __init__(self, message: str, *, path: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.path = path
+
+
+class SchemaMismatchError(EachlabsError):
+    """An existing dataset file stores a column with a type this package does not write."""
+
+
 class APIError(EachlabsError):
     """The API answered with an unexpected error status, or a retryable failure persisted."""
+
+
+class BadRequestError(APIError, InvalidRequestError):
+    """HTTP 400: the API refused a request that was sent (an ``InvalidRequestError`` too)."""
 
 
 class RateLimitError(APIError):
@@ -99,6 +123,12 @@ class InvalidResponseError(TransportError):
     """A success status whose body is not the expected JSON (HTML, truncated, wrong shape)."""
 
 
+class TLSError(TransportError):
+    """The server's certificate cannot be trusted, or TLS itself failed: retrying cannot help."""
+
+    retryable = False
+
+
 class PaginationError(APIError):
     """Paging cannot make progress: the server keeps returning full pages of rows already seen."""
 
@@ -119,7 +149,3 @@ class EachlabsWarning(UserWarning):
 
 class UnparseableTimestampWarning(EachlabsWarning):
     """Some timestamp values could not be parsed and became NaT."""
-
-
-class SchemaMismatchError(EachlabsError):
-    """An existing dataset file stores a column with a type this package does not write."""

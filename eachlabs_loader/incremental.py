@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -29,8 +28,8 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from .errors import InvalidRequestError
-from .pagination import MAX_STALE_PAGES, Page
-from .parallel import MIN_ROUND_TRIP_S, ScanStats
+from .pagination import Page, ScanStats, StallDetector
+from .parallel import MIN_ROUND_TRIP_S
 from .schema import parse_timestamps
 from .storage import Location, write_file_atomic
 
@@ -341,12 +340,12 @@ class IncrementalScan:
         grown = _growth(first.total_count, self.state.total_count)
         self.incremental = True
         oldest: datetime | None = None
-        recent: deque[set[str]] = deque(maxlen=MAX_STALE_PAGES)
+        recent = StallDetector(self.workflow_id)  # what the last pages held
         page: Page | None = first
         while page is not None:
             created, _ = parse_timestamps(page.columns.get("created_at", [None] * len(page)))
             for execution_id, when in zip(page.ids, created.tolist(), strict=True):
-                if pd.isna(when) or any(execution_id in ids for ids in recent):
+                if pd.isna(when) or recent.seen(execution_id):
                     continue  # a row shifted down by an insert at the head, seen already
                 if oldest is not None and when > oldest + ORDER_TOLERANCE:
                     self._fall_back(
@@ -369,7 +368,7 @@ class IncrementalScan:
                 and page.offset + len(page) > grown
             ):
                 return
-            recent.append(set(page.ids))
+            recent.record(page.ids, page.offset)
             page = next(pages, None)
 
     def _starts_at_the_head(self, first: Page, created: pd.Series) -> bool:

@@ -25,6 +25,7 @@ from .config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_PAGE_SIZE,
     DEFAULT_TIMEOUT_S,
+    ListQuery,
     Timeout,
     normalize_bulk_id,
     resolve_settings,
@@ -277,13 +278,14 @@ class _Run:
         progress: Progress | None = None,
     ) -> None:
         self.client, self.bulk_id, self.on_error = client, bulk_id, on_error
+        self.page_size = client.settings.page_size
         self.progress = progress or Progress(False)
         self._started = time.monotonic()
         self._requests, self._retries = client.stats.requests, client.stats.retries
 
     def to_frame(self, workflow_ids: list[str]) -> pd.DataFrame:
         def one(workflow_id: str) -> tuple[pd.DataFrame | None, LoadResult]:
-            load = _Load(self.client, workflow_id, self.bulk_id, self.progress)
+            load = _Load(self.client, self._query(workflow_id), self.progress)
             frames = list(load.frames(CHUNK_ROWS, grow_to=MAX_FRAME_CHUNK_ROWS))
             frame = pd.concat(frames, ignore_index=True) if frames else None
             return frame, load.finish(rows=0 if frame is None else len(frame))
@@ -308,7 +310,7 @@ class _Run:
 
         def one(workflow_id: str) -> LoadResult:
             load = _Load(
-                self.client, workflow_id, self.bulk_id, self.progress, writer=writer, plan=plan
+                self.client, self._query(workflow_id), self.progress, writer=writer, plan=plan
             )
             loads[workflow_id] = load
             for frame in load.frames(CHUNK_ROWS):
@@ -338,6 +340,10 @@ class _Run:
         ):
             setattr(result, name, getattr(written, name))
         return result
+
+    def _query(self, workflow_id: str) -> ListQuery:
+        """The list request for a workflow id validated at the edge."""
+        return ListQuery(workflow_id, self.bulk_id, self.page_size)
 
     def _each(
         self, workflow_ids: list[str], task: Callable[[str], T]
@@ -407,8 +413,7 @@ class _Load:
     def __init__(
         self,
         client: EachlabsClient,
-        workflow_id: str,
-        bulk_id: str | None,
+        query: ListQuery,
         progress: Progress | None = None,
         *,
         writer: LakeWriter | None = None,
@@ -416,19 +421,18 @@ class _Load:
     ) -> None:
         self.client = client
         self.progress = progress or Progress(False)
-        self.workflow_id = validate_workflow_id(workflow_id)
-        self.bulk_id = normalize_bulk_id(bulk_id)
+        self.workflow_id, self.bulk_id = query.workflow_id, query.bulk_id
         self.writer = writer
         self.tracker = StateTracker() if writer is not None else None
         self.scan: Any
         if writer is None or plan is None or not plan.incremental:
-            self.scan = client.scan(self.workflow_id, self.bulk_id)
+            self.scan = client.scan(query)
         else:
             location, dataset_id = writer.location, writer.dataset_id
             self.scan = IncrementalScan(
-                client.scan(self.workflow_id),
+                client.scan(query),
                 load_state=lambda flow_id: read_state(location, flow_id, dataset_id),
-                full_scan=lambda: client.scan(self.workflow_id),
+                full_scan=lambda: client.scan(query),
                 lookback=plan.lookback,
                 workflow_id=self.workflow_id,
                 concurrency=client.settings.concurrency,

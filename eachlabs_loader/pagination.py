@@ -1,7 +1,7 @@
 """Paging over the live, newest-first list: the arithmetic, the stop rule, the page shape.
 
-Pure: works on plain Python values and a ``fetch_page(offset) -> Page`` callable; never
-imports ``transport`` or ``requests``. Imports only ``errors``.
+Pure: plain Python values in, decisions out (the scans that use them are ``sequential`` and
+``parallel``); ``PageRequest`` is the shape of a page asked for. Imports only ``errors``.
 
 The rules (see shared/eachlabs-api.md):
 - next offset = offset sent + rows received (the response's ``offset``/``limit`` are hints);
@@ -9,13 +9,14 @@ The rules (see shared/eachlabs-api.md):
   response's ``limit`` (the applied page size) or ``total_count`` says more rows exist, one
   more request settles it. Hints can extend a scan, never end one (``total_count`` can be
   capped and goes stale while the list grows);
-- a server that keeps returning full pages of rows already seen ends in ``PaginationError``.
+- a server that keeps returning full pages of rows already seen ends in ``PaginationError``
+  (``StallDetector``, shared by every scan).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -212,104 +213,86 @@ class ListEnd:
         return False
 
 
-class PendingPage(Protocol):
-    """A page requested but not read yet: ``wait()`` receives the answer (True: a success),
-    ``result()`` makes it a ``Page`` (decoding, retries), ``cancel()`` drops it."""
+class PageRequest(Protocol):
+    """A page asked for (``transport.Request`` is the one implementation): ``send()`` puts
+    it on the wire now (``early``: only if a throttle slot is free), ``wait()`` receives the
+    answer (True: a success status), ``result()`` makes it a ``Page`` (decoding, retries)
+    and releases everything, ``cancel()`` drops it."""
+
+    def send(self, *, early: bool = False) -> PageRequest: ...
 
     def wait(self) -> bool: ...
 
-    def result(self, before_retry: Callable[[], None] | None = None) -> Page: ...
+    def result(self) -> Page: ...
 
     def cancel(self) -> None: ...
 
 
-def iter_pages(
-    fetch_page: Callable[[int], Page],
-    *,
-    limit: int,
-    start_offset: int = 0,
-    workflow_id: str | None = None,
-    start_page: Callable[[int], PendingPage] | None = None,
-) -> Iterator[Page]:
-    """Fetch pages from ``start_offset`` to the end of the list (see ``ListEnd``).
+RequestPage = Callable[[int], PageRequest]
+"""Where a scan's pages come from: the request for the page at an offset (not yet sent)."""
 
-    Stalls are detected against the ids of the last few pages only, so memory stays bounded
-    however long the list: a server that keeps answering with the same rows is caught,
-    ``MAX_STALE_PAGES`` pages after it starts. ``workflow_id`` only names the workflow in
-    the error.
 
-    With ``start_page``, each request goes out as soon as the answer before it has arrived,
-    so the server works while this side decodes and the caller consumes: the next page's
-    request before this page is handed over, the one after it (guessing it starts where a
-    page as full as this one would end, within ``total_count``) before that page is even
-    decoded. Still one request in flight at a time, each sent after the previous answer,
-    as in a plain sequential scan; a wrong guess is dropped unread.
+@dataclass
+class ScanStats:
+    """What a scan saw and what it had to repair."""
+
+    pages: int = 0
+    pages_refetched: int = 0
+    gaps_repaired: int = 0
+    total_count_start: int | None = None
+    total_count_end: int | None = None
+
+    def count(self, page: Page) -> Page:
+        """Note a page that arrived (the totals move while the list grows)."""
+        self.pages += 1
+        if page.total_count is not None:
+            if self.total_count_start is None:
+                self.total_count_start = page.total_count
+            self.total_count_end = page.total_count
+        return page
+
+
+class StallDetector:
+    """The one looping-server check of every scan: a server that keeps answering with rows
+    already seen is caught ``MAX_STALE_PAGES`` pages after it starts.
+
+    Only the ids of the last few pages are kept, so memory stays bounded however long the
+    list; ``workflow_id`` only names the workflow in the error.
     """
-    offset = start_offset
-    end = ListEnd(limit)
-    recent: deque[set[str]] = deque(maxlen=MAX_STALE_PAGES + 1)
-    stale_pages = 0
-    short: Page | None = None  # the previous page, if it was short and a hint made us go on
-    pending: tuple[int, PendingPage] | None = None
-    guess: int | None = None  # where the page after the pending one should start
-    try:
-        while True:
-            if pending is not None and pending[0] == offset:
-                waiting, pending = pending[1], None
-                if waiting.wait() and start_page is not None and guess is not None:
-                    pending = (guess, start_page(guess))  # a failed answer is retried first
 
-                def drop_guess() -> None:  # a retry needs the slot the guess holds
-                    nonlocal pending
-                    _cancel(pending)
-                    pending = None
+    def __init__(self, workflow_id: str | None = None, limit: int = MAX_STALE_PAGES) -> None:
+        self.workflow_id = workflow_id
+        self.limit = limit
+        self.stale_pages = 0
+        self._recent: deque[set[str]] = deque(maxlen=limit + 1)
+        self._offset: int | None = None
 
-                page = waiting.result(before_retry=drop_guess)
-            else:
-                _cancel(pending)
-                pending = None
-                page = fetch_page(offset)
-            ids = set(page.ids)
-            new = bool(ids) and not all(any(i in s for s in recent) for i in ids)
-            if short is not None and end.learn(short, page, brought_new_rows=new):
-                if ids:
-                    yield page  # rows already seen: harmless, and de-duplicated downstream
-                return
-            if end.ends(page):
-                yield page
-                return
-            short = None if end.is_full(page) else page
-            stale_pages = 0 if new else stale_pages + 1
-            recent.append(ids)
-            if stale_pages >= MAX_STALE_PAGES:
-                yield page
-                raise PaginationError(
-                    f"{describe_location(workflow_id, offset)}: the API returned {stale_pages} "
-                    "pages in a row holding only executions already seen; stopping instead of "
-                    "looping",
-                    workflow_id=workflow_id,
-                    offset=offset,
-                )
-            offset = next_offset(offset, len(page))
-            if start_page is not None:
-                if pending is not None and pending[0] != offset:
-                    _cancel(pending)  # the guess was wrong
-                    pending = None
-                if pending is None:
-                    pending = (offset, start_page(offset))
-                # Guess only while pages come full, new and within the list's count.
-                guess = offset + len(page)
-                if (
-                    short is not None
-                    or stale_pages
-                    or (page.total_count is not None and guess >= page.total_count)
-                ):
-                    guess = None
-            yield page
-    finally:
-        _cancel(pending)  # the caller stopped early, or failed: drop what is on its way
+    def seen(self, execution_id: str) -> bool:
+        """Was this row on one of the last pages (shifted down by an insert, say)?"""
+        return any(execution_id in ids for ids in self._recent)
 
+    def is_new(self, ids: list[str]) -> bool:
+        """Does a page with these ids bring a row the last pages did not?"""
+        return bool(ids) and not all(self.seen(i) for i in ids)
 
-def _cancel(pending: tuple[int, PendingPage] | None) -> None:
-    if pending is not None:
-        pending[1].cancel()
+    def record(self, ids: list[str], offset: int) -> None:
+        """Remember a page; ``PaginationError`` once ``limit`` pages in a row brought
+        nothing new (raised after the page is recorded, so callers may yield it first)."""
+        self.stale_pages = 0 if self.is_new(ids) else self.stale_pages + 1
+        self._recent.append(set(ids))
+        self._offset = offset
+
+    @property
+    def stalled(self) -> bool:
+        return self.stale_pages >= self.limit
+
+    def error(self, offset: int | None = None) -> PaginationError:
+        """The error for a scan that makes no progress (at ``offset``, or the last page's)."""
+        offset = self._offset if offset is None else offset
+        return PaginationError(
+            f"{describe_location(self.workflow_id, offset)}: paging makes no progress (the "
+            "API keeps returning executions already seen, or the list moves faster than it "
+            "can be read); stopping instead of looping",
+            workflow_id=self.workflow_id,
+            offset=offset,
+        )

@@ -11,7 +11,8 @@ only push rows further down, so nothing after that page can be above it) until a
 the later one. A chain whose every link shares a row, ending in the list's last page, holds
 every row that existed from start to end, whatever was inserted or deleted meanwhile.
 
-Pure paging logic over ``fetch_page(offset) -> Page``; imports ``pagination`` and ``errors``.
+Paging logic over ``request_page(offset) -> PageRequest``; imports ``pagination``,
+``sequential`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import NoReturn
 
-from .errors import PaginationError, describe_location
-from .pagination import MAX_STALE_PAGES, ListEnd, Page, PendingPage, iter_pages
+from .errors import describe_location
+from .pagination import ListEnd, Page, RequestPage, ScanStats, StallDetector
+from .sequential import iter_pages
 
 logger = logging.getLogger("eachlabs_loader")
 
@@ -44,17 +44,6 @@ MAX_BRIDGE_PAGES = 1_000
 """Sequential pages one bridge may take before paging gives up (a list moving too fast)."""
 
 
-@dataclass
-class ScanStats:
-    """What a scan saw and what it had to repair."""
-
-    pages: int = 0
-    pages_refetched: int = 0
-    gaps_repaired: int = 0
-    total_count_start: int | None = None
-    total_count_end: int | None = None
-
-
 def default_overlap(limit: int) -> int:
     """Rows shared by neighbouring pages: 10% of a page, at least one."""
     return max(1, limit // 10)
@@ -64,36 +53,32 @@ class ConcurrentScan:
     """Pages of one listing, fetched ``concurrency`` at a time, yielded as a verified chain.
 
     Args:
-        fetch_page: one page at an offset (retries included).
+        request_page: the request for the page at an offset (``pagination.PageRequest``).
         limit: rows requested per page.
         concurrency: pages in flight at once; 1 gives a plain sequential scan.
         overlap: rows shared by planned neighbours (default ``default_overlap``).
         workflow_id: only names the workflow in errors.
         min_round_trip_s: below this first-page round trip the scan stays sequential
             (default ``MIN_ROUND_TRIP_S``).
-        start_page: sends a page's request and returns it pending (``PendingPage``): a
-            sequential scan then asks for the next page before the caller works on this one.
     """
 
     def __init__(
         self,
-        fetch_page: Callable[[int], Page],
+        request_page: RequestPage,
         *,
         limit: int,
         concurrency: int,
         overlap: int | None = None,
         workflow_id: str | None = None,
         min_round_trip_s: float | None = None,
-        start_page: Callable[[int], PendingPage] | None = None,
     ) -> None:
-        self.fetch_page = fetch_page
-        self.start_page = start_page
+        self.request_page = request_page
         self.limit = limit
         self.concurrency = concurrency
         self._overlap_is_default = overlap is None
         self.overlap = default_overlap(limit) if overlap is None else overlap
         self._end = ListEnd(limit)
-        self._recent: deque[set[str]] = deque(maxlen=MAX_STALE_PAGES)
+        self._stalls = StallDetector(workflow_id)
         self.workflow_id = workflow_id
         self.min_round_trip_s = MIN_ROUND_TRIP_S if min_round_trip_s is None else min_round_trip_s
         self.effective_concurrency = concurrency
@@ -166,16 +151,12 @@ class ConcurrentScan:
     def _first_page(self) -> tuple[Page, float]:
         """Page 0 and its round trip in seconds (until the answer is in, before decoding)."""
         started = time.perf_counter()
-        if self.start_page is None:
-            first = self._fetch(0)
+        request = self.request_page(0).send(early=True)
+        answered = request.wait()
+        round_trip = time.perf_counter() - started
+        first = self._count(request.result())
+        if not answered:  # not sent early (no free slot), or retried: all of it
             round_trip = time.perf_counter() - started
-        else:
-            pending = self._start(0)
-            answered = pending.wait()
-            round_trip = time.perf_counter() - started
-            first = pending.result()
-            if not answered:  # not sent early (no free slot), or retried: all of it
-                round_trip = time.perf_counter() - started
         self.stats.total_count_start = first.total_count
         return first, round_trip
 
@@ -189,32 +170,21 @@ class ConcurrentScan:
         return None if size < MIN_CHECKED_PAGE or stride < 1 else stride
 
     def _plain(self, start_offset: int) -> Iterator[Page]:
-        """The plain sequential scan (``pagination.iter_pages``)."""
-        pages = iter_pages(
-            self._fetch,
+        """The plain sequential scan (``sequential.iter_pages``), sending early."""
+        return iter_pages(
+            self.request_page,
             limit=self.limit,
             start_offset=start_offset,
             workflow_id=self.workflow_id,
-            start_page=None if self.start_page is None else self._start,
+            stats=self.stats,
         )
-        for page in pages:
-            if self.stats.total_count_start is None:
-                self.stats.total_count_start = page.total_count
-            yield page
-
-    def _start(self, offset: int) -> PendingPage:
-        assert self.start_page is not None
-        return _Counted(self, self.start_page(offset))
 
     def _fetch(self, offset: int) -> Page:
-        return self._count(self.fetch_page(offset))
+        return self._count(self.request_page(offset).result())
 
     def _count(self, page: Page) -> Page:
         with self._lock:
-            self.stats.pages += 1
-            if page.total_count is not None:
-                self.stats.total_count_end = page.total_count
-        return page
+            return self.stats.count(page)
 
     def _planned(self, first: Page, stride: int, total: int) -> Iterator[Page]:
         """The pages ``total_count`` announces, in parallel; returns the last page of the chain."""
@@ -264,13 +234,12 @@ class ConcurrentScan:
             return True
         if self._end.is_full(prev):
             return False
-        seen = set(prev.ids).union(*self._recent)
-        brought_new_rows = not set(page.ids) <= seen
+        brought_new_rows = not set(page.ids) <= set(prev.ids) and self._stalls.is_new(page.ids)
         return self._end.learn(prev, page, brought_new_rows=brought_new_rows)
 
     def _sequential(self, prev: Page) -> Iterator[Page]:
         """Overlapping pages one at a time until the list's last page."""
-        stale = 0
+        self._stalls.record(prev.ids, prev.offset)
         while not self._end.ends(prev):
             page = self._fetch(self._now_at(prev) + self._step(prev))
             if self._chain_ends(prev, page):
@@ -279,10 +248,9 @@ class ConcurrentScan:
                 prev = yield from self._bridge(prev, page)
                 if self._end.ends(prev):
                     return
-            stale = stale + 1 if set(page.ids) <= set(prev.ids) else 0
-            if stale >= MAX_STALE_PAGES:
-                self._raise_stalled(page.offset)
-            self._recent.append(set(prev.ids))
+            self._stalls.record(page.ids, page.offset)
+            if self._stalls.stalled:
+                raise self._stalls.error()
             yield page
             prev = page
 
@@ -342,32 +310,7 @@ class ConcurrentScan:
             if met or self._end.ends(page) or self._position(page) >= target_end:
                 return page
             offset, last = self._now_at(page) + self._step(page), page
-        self._raise_stalled(offset)
-
-    def _raise_stalled(self, offset: int) -> NoReturn:
-        raise PaginationError(
-            f"{describe_location(self.workflow_id, offset)}: paging makes no progress (the "
-            "API keeps returning executions already seen, or the list moves faster than "
-            "it can be read); stopping instead of looping",
-            workflow_id=self.workflow_id,
-            offset=offset,
-        )
-
-
-class _Counted:
-    """A pending page whose arrival the scan's ``stats`` count, as for a fetched one."""
-
-    def __init__(self, scan: ConcurrentScan, pending: PendingPage) -> None:
-        self._scan, self._pending = scan, pending
-
-    def wait(self) -> bool:
-        return self._pending.wait()
-
-    def result(self, before_retry: Callable[[], None] | None = None) -> Page:
-        return self._scan._count(self._pending.result(before_retry))
-
-    def cancel(self) -> None:
-        self._pending.cancel()
+        raise self._stalls.error(offset)
 
 
 def _linked(prev: Page, page: Page) -> bool:

@@ -3,7 +3,9 @@
 AIMD, as TCP does it: requests in flight are capped by a limit that halves when the API says
 "too many requests" (at most once per pause, so a burst of 429s from one overload counts
 once) and grows back by one slot per ``limit`` successes. While a ``Retry-After`` pause runs,
-no thread sends anything. Stdlib only; imports nothing from the package.
+no new request is sent; a retry goes when its retry policy (``retry``, which honours
+``Retry-After`` too) says so. The gate decides how many requests fly, never whether or when
+to retry one. Stdlib only; imports nothing from the package.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ class Throttle:
         self._in_flight = 0
         self._early = 0  # slots taken by requests sent ahead of need (see ``try_acquire_early``)
         self._paused_until = 0.0
-        self._pause_owner: int | None = None
         self._clock = clock
         self._cond = threading.Condition()
 
@@ -59,16 +60,12 @@ class Throttle:
             self.release()
 
     def acquire(self, *, retry: bool = False) -> None:
-        """Take a slot (waiting out a pause or a full pool); ``release`` gives it back.
-
-        A ``retry`` from the thread whose 429 started the pause does not wait for it again:
-        its retry policy already waited ``Retry-After``.
-        """
-        me = threading.get_ident()
+        """Take a slot (waiting out a full pool, and a pause unless ``retry``); ``release``
+        gives it back. A retry is not held by the pause: its policy already waited."""
         with self._cond:
             while True:
                 wait = self._paused_until - self._clock()
-                if wait > 0 and not (retry and me == self._pause_owner):
+                if wait > 0 and not retry:
                     self._cond.wait(wait)
                 elif self._in_flight < int(self.limit):
                     self._in_flight += 1
@@ -128,5 +125,4 @@ class Throttle:
             if until > self._paused_until:
                 self.paused_s += until - max(now, self._paused_until)
                 self._paused_until = until
-                self._pause_owner = threading.get_ident()
             self._cond.notify_all()

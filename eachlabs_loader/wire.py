@@ -1,57 +1,64 @@
-"""The wire: one GET out, the status, headers and body back. No policy lives here.
+"""The wire: one GET out, the status, headers and body back, on urllib3. No policy lives here.
 
 Retries, redirects, auth headers and error messages are the transport's (``transport``);
-a wire only moves bytes and says when no HTTP answer came (``WireError``). Two wires:
+the wire moves bytes and says when no HTTP answer came (``WireError``).
 
-- ``SocketWire``, the default: HTTP/1.1 GETs on keep-alive sockets (TLS by ``ssl``,
-  verified against certifi's bundle, as requests does), parsed with bytes methods. It does
-  per request a fraction of what ``requests``/``http.client`` do (their header parsing alone
-  costs more than decoding the page: BENCHMARKS.md, scenario cpu), and it can send a
-  request now and read its answer later, so the server works while the caller decodes;
-- ``SessionWire``: a ``requests.Session``, for a caller's session and for proxies.
+- ``Wire``: urllib3's ``HTTPConnection``/``HTTPSConnection`` in a small idle pool of our
+  own. urllib3's pools send a request and read its answer in one call; the scans send a
+  request now and read its answer later, so the server works while this side decodes:
+  ``send`` returns the connection the request went out on, ``receive`` reads the answer.
+  Framing, chunked and content decoding (gzip, every member; deflate), TLS (against the CA
+  bundle, a file or a directory, or certifi's), IRIs (IDNA 2008 and percent-encoding, by
+  ``parse_url``) and proxies (absolute URLs for plain HTTP, ``CONNECT`` tunnels for HTTPS,
+  credentials) are urllib3's. An idle connection the server closed, or one with bytes past
+  its answer, is never reused (urllib3's ``is_connected``).
+- ``session_get``: a caller's ``requests.Session``, which cannot split an exchange.
 
-Neither follows redirects nor reads ``.netrc`` or the environment. requests enters the
-package here only. Imports nothing from the package.
+What this module adds is bounds: a body over ``max_body_bytes`` (decoded size included) is
+refused, and the bytes read for one answer are budgeted, so a broken framing (a negative
+chunk size, which http.client reads as "to the end of the connection") ends in an error in
+bounded memory. ``ssl`` is imported only to tell certificate failures apart.
+requests and urllib3 enter the package here only. Imports nothing from the package.
 """
 
 from __future__ import annotations
 
-import io
-import select
-import socket
+import http.client
+import os
+import re
 import ssl
 import threading
-import zlib
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, Protocol
-from urllib.parse import quote, urlsplit
+from functools import partial
+from typing import Any, Literal
+from urllib.parse import unquote
 
+import certifi
 import requests
+import urllib3.exceptions as u3
 from requests import Session
-from requests.utils import DEFAULT_CA_BUNDLE_PATH
+from urllib3.connection import HTTPConnection, HTTPSConnection, ProxyConfig
+from urllib3.response import HTTPResponse
+from urllib3.util import Url, make_headers, parse_url
 
-ACCEPT_ENCODING = "gzip, deflate"
-"""What the wires ask for and decode (pages of JSON shrink about tenfold)."""
-MAX_LINE_BYTES = 65_536
-MAX_HEADERS = 100
+ACCEPT_ENCODING = make_headers(accept_encoding=True)["accept-encoding"]
+"""What urllib3 can decode here (gzip and deflate; br and zstd where installed)."""
 MAX_BODY_BYTES = 256 * 1024 * 1024
 """A page of executions is well under 1 MB; anything near this is not an answer (a garbled
-length, a decompression bomb) and is refused before it is read."""
+length, a decompression bomb) and is refused before it is read whole."""
+HEADER_ALLOWANCE_BYTES = 8 * 1024 * 1024
+"""Raw bytes an answer may spend beyond its body (http.client caps headers at 100 lines)."""
+READ_CHUNK_BYTES = 256 * 1024
 
-
-class Headers(dict[str, str]):
-    """Response headers, looked up case-insensitively (stored lower-case)."""
-
-    def __getitem__(self, name: str) -> str:
-        return super().__getitem__(name.lower())
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and super().__contains__(name.lower())
-
-    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        return super().get(name.lower(), default)
+Connection = HTTPConnection
+"""The handle of a request on its way: the urllib3 connection it went out on."""
+Kind = Literal["timeout", "connection", "tls", "proxy", "proxy_auth", "refused", "other"]
+"""``proxy``: the proxy failed (transient); ``proxy_auth``/``refused``: it said no (a 407, or
+another 4xx to ``CONNECT``); ``other``: the request cannot be sent at all."""
+Origin = tuple[str, str, int]
+Timeout = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -68,421 +75,357 @@ class Reply:
 class WireError(Exception):
     """No HTTP answer: ``kind`` says why (the transport decides what is retried)."""
 
-    def __init__(self, kind: Literal["timeout", "connection", "other"], text: str) -> None:
+    def __init__(self, kind: Kind, text: str) -> None:
         super().__init__(text)
         self.kind = kind
 
 
-class Exchange(Protocol):
-    """A request on its way: ``reply()`` waits for the answer, ``cancel()`` drops it."""
+class Wire:
+    """Connections per origin, up to ``maxsize`` idle ones, optionally through ``proxy``.
 
-    def reply(self) -> Reply: ...
-
-    def cancel(self) -> None: ...
-
-
-class Wire(Protocol):
-    def start(self, url: str, headers: Mapping[str, str], timeout: tuple[float, float]) -> Exchange:
-        """Send a GET for ``url`` (query included) with exactly these headers, now.
-
-        Raises ``WireError`` if it cannot be sent; ``reply()`` raises it for the answer.
-        No redirect is followed.
-        """
-        ...
-
-    def close(self) -> None: ...
-
-
-@dataclass(eq=False)
-class _Connection:
-    origin: tuple[str, str, int]
-    sock: socket.socket
-    reader: io.BufferedReader
-    read_timeout: float
-
-    def is_dropped(self) -> bool:
-        """An idle connection with something to read has been closed (or is confused)."""
-        if self.has_unread():
-            return True
-        try:
-            if not hasattr(select, "poll"):  # Windows: select() has no descriptor limit there
-                return bool(select.select([self.sock], [], [], 0)[0])
-            poller = select.poll()
-            poller.register(self.sock, select.POLLIN)
-            return bool(poller.poll(0))
-        except (OSError, ValueError):
-            return True
-
-    def has_unread(self) -> bool:
-        """Bytes past the answer already in our buffer: the connection is out of step."""
-        try:
-            self.sock.setblocking(False)
-            try:
-                return bool(self.reader.peek(1))  # reads the socket only if nothing is buffered
-            except (BlockingIOError, ssl.SSLWantReadError):
-                return False
-            finally:
-                self.sock.settimeout(self.read_timeout)
-        except (OSError, ValueError):
-            return True
-
-    def close(self) -> None:
-        with suppress(OSError):  # the file first: the socket's fd lives while it is open
-            self.reader.close()
-            self.sock.close()
-
-
-class SocketWire:
-    """HTTP/1.1 on keep-alive sockets, up to ``maxsize`` idle connections per host.
-
-    Certificates are checked against ``ca_bundle`` or certifi's bundle (hostname included).
+    Args:
+        maxsize: idle connections kept (the client's concurrency).
+        ca_bundle: a CA file or a directory of hashed certificates (default: certifi's).
+        proxy: ``http://`` or ``https://`` proxy URL, credentials included, or None.
+        max_body_bytes: the largest answer body accepted, decoded size included.
     """
 
-    def __init__(self, *, maxsize: int, ca_bundle: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        maxsize: int,
+        ca_bundle: str | None = None,
+        proxy: str | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
         self.maxsize = max(maxsize, 1)
-        self._ca_bundle = ca_bundle or DEFAULT_CA_BUNDLE_PATH
-        self._tls: ssl.SSLContext | None = None
-        self._idle: list[_Connection] = []
+        self.max_body_bytes = max_body_bytes
+        self._tls = _tls_options(ca_bundle)
+        self._proxy = _proxy_url(proxy) if proxy else None
+        self._proxy_headers = _proxy_headers(self._proxy)
+        self._idle: list[tuple[Origin, HTTPConnection]] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._response_class = partial(
+            _BudgetedResponse, budget=max_body_bytes + HEADER_ALLOWANCE_BYTES
+        )
 
-    def start(
-        self, url: str, headers: Mapping[str, str], timeout: tuple[float, float]
-    ) -> _SocketExchange:
-        parts = urlsplit(url)
-        scheme, host = parts.scheme, parts.hostname or ""
-        port = parts.port or (443 if scheme == "https" else 80)
-        if scheme not in ("http", "https") or not host:
-            raise WireError("other", f"request failed: cannot send to {scheme}://{host}")
-        authority = parts.netloc.rpartition("@")[2]
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        if not (authority + target).isascii():  # an IRI: the host in IDNA, the rest %-encoded
+    def __repr__(self) -> str:
+        through = f", proxy={_shown(self._proxy)!r}" if self._proxy else ""
+        return f"Wire(maxsize={self.maxsize}{through})"
+
+    def send(self, url: str, headers: Mapping[str, str], timeout: Timeout) -> HTTPConnection:
+        """Send a GET for ``url`` (query included) with exactly these headers, now.
+
+        Returns the connection to ``receive`` the answer from (or ``discard``). Raises
+        ``WireError`` if it cannot be sent. No redirect is followed.
+        """
+        _check_headers(headers)
+        with self._wire_errors():
+            target = parse_url(url)  # IRIs: the host in IDNA, the rest percent-encoded
+            origin = _origin(target)
+            connection = self._checkout(origin) or self._connect(origin, timeout)
             try:
-                authority = host.encode("idna").decode("ascii")
-            except UnicodeError:
-                raise WireError("other", "request failed: not a valid host name") from None
-            authority += f":{parts.port}" if parts.port else ""
-            target = quote(target, safe="/?&=%:@!$'()*+,;~-._")
-        lines = [f"GET {target} HTTP/1.1", f"Host: {authority}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        try:
-            request = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
-        except UnicodeEncodeError:  # its text holds the whole request, keys included
-            raise WireError("other", "request failed: a header is not ASCII") from None
-        exchange = _SocketExchange(self, (scheme, host, port), request, url, timeout)
-        exchange.send()
-        return exchange
+                connection.timeout = timeout[1]
+                connection.request(
+                    "GET", self._request_target(target), headers=headers, preload_content=False
+                )
+            except BaseException:
+                connection.close()
+                raise
+            return connection
 
-    def get(self, url: str, headers: Mapping[str, str], timeout: tuple[float, float]) -> Reply:
-        return self.start(url, headers, timeout).reply()
+    def receive(self, connection: HTTPConnection, url: str) -> Reply:
+        """The answer to the request ``send`` put on ``connection``; the connection goes
+        back to the idle pool if the server keeps it open and nothing else is on it."""
+        try:
+            with self._wire_errors():
+                response = connection.getresponse()
+                body = self._read_body(response)
+        except BaseException:
+            connection.close()
+            raise
+        self._checkin(connection, _origin(parse_url(url)))
+        return Reply(response.status, response.reason or "", response.headers, body, url)
+
+    def discard(self, connection: HTTPConnection) -> None:
+        """Drop a request on its way: its answer, if any, is never read."""
+        connection.close()
 
     def close(self) -> None:
         """Close the idle connections; those still in use are closed when they come back."""
         with self._lock:
             idle, self._idle, self._closed = self._idle, [], True
-        for connection in idle:
+        for _, connection in idle:
             connection.close()
 
-    def _checkout(self, origin: tuple[str, str, int]) -> _Connection | None:
-        """The most recently used idle connection to ``origin`` that the server kept open."""
+    def _read_body(self, response: HTTPResponse) -> bytes:
+        """The decoded body, read in bounded steps and refused past ``max_body_bytes``."""
+        cap = self.max_body_bytes
+        length = response.headers.get("content-length")
+        if length is not None and length.strip().isdigit() and int(length) > cap:
+            raise WireError("connection", f"a body of {int(length)} bytes is not an answer")
+        if length is not None and "content-encoding" not in response.headers:
+            return response.read()  # bounded by Content-Length, checked above
+        parts, total = [], 0
+        while chunk := response.read(READ_CHUNK_BYTES):
+            total += len(chunk)
+            if total > cap:
+                raise WireError("connection", "the decoded body is too large to be an answer")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def _request_target(self, target: Url) -> str:
+        """Origin form (``/path?q``), or the absolute URL for a forwarding proxy."""
+        if self._proxy is not None and target.scheme == "http":
+            return target.url
+        return target.request_uri
+
+    def _checkout(self, origin: Origin) -> HTTPConnection | None:
+        """The most recently used idle connection to ``origin`` the server kept open."""
         while True:
             with self._lock:
-                found = [i for i, c in enumerate(self._idle) if c.origin == origin]
+                found = [i for i, (o, _) in enumerate(self._idle) if o == origin]
                 if not found:
                     return None
-                connection = self._idle.pop(found[-1])
-            if not connection.is_dropped():
+                _, connection = self._idle.pop(found[-1])
+            if connection.is_connected:
                 return connection
             connection.close()
 
-    def _checkin(self, connection: _Connection) -> None:
-        if not connection.has_unread():
+    def _checkin(self, connection: HTTPConnection, origin: Origin) -> None:
+        if connection.is_connected:  # False once closed, or with bytes past the answer
             with self._lock:
                 if not self._closed and len(self._idle) < self.maxsize:
-                    self._idle.append(connection)
+                    self._idle.append((origin, connection))
                     return
         connection.close()
 
-    def _connect(self, origin: tuple[str, str, int], timeout: tuple[float, float]) -> _Connection:
+    def _connect(self, origin: Origin, timeout: Timeout) -> HTTPConnection:
         scheme, host, port = origin
-        sock = socket.create_connection((host, port), timeout=timeout[0])
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if scheme == "https":
-                sock = self._tls_context().wrap_socket(sock, server_hostname=host)
-            sock.settimeout(timeout[1])
-        except BaseException:
-            sock.close()
-            raise
-        return _Connection(origin, sock, sock.makefile("rb"), timeout[1])
-
-    def _tls_context(self) -> ssl.SSLContext:
-        if self._tls is None:
-            self._tls = ssl.create_default_context(cafile=self._ca_bundle)
-        return self._tls
-
-
-class _SocketExchange:
-    def __init__(
-        self,
-        wire: SocketWire,
-        origin: tuple[str, str, int],
-        request: bytes,
-        url: str,
-        timeout: tuple[float, float],
-    ) -> None:
-        self._wire, self._origin, self._request = wire, origin, request
-        self._url, self._timeout = url, timeout
-        self._connection: _Connection | None = None
-
-    def send(self) -> None:
-        """On an idle connection if one is left, else on a new one."""
-        with _as_wire_errors():
-            connection = self._wire._checkout(self._origin)
-            if connection is None:
-                connection = self._wire._connect(self._origin, self._timeout)
-            self._connection = connection
-            try:
-                connection.sock.sendall(self._request)
-            except BaseException:
-                self.cancel()
-                raise
-
-    def reply(self) -> Reply:
-        connection = self._connection
-        if connection is None:
-            raise WireError("other", "request failed: the exchange is over")
-        try:
-            with _as_wire_errors():
-                status, reason, headers, body, reusable = _read_response(connection.reader)
-        except BaseException:
-            self.cancel()
-            raise
-        self._connection = None
-        if reusable:
-            self._wire._checkin(connection)
+        proxy = self._proxy
+        tls = self._tls if scheme == "https" or (proxy and proxy.scheme == "https") else {}
+        common: dict[str, Any] = {"timeout": timeout[0], **tls}
+        if proxy is None:
+            cls = HTTPSConnection if scheme == "https" else HTTPConnection
+            connection = cls(host, port, **common)
         else:
-            connection.close()
-        return Reply(status, reason, headers, body, self._url)
+            cls = HTTPSConnection if "https" in (scheme, proxy.scheme) else HTTPConnection
+            config = ProxyConfig(None, False, None, None)
+            connection = cls(
+                proxy.host or "", proxy.port, proxy=proxy, proxy_config=config, **common
+            )
+            if scheme == "https":  # a CONNECT tunnel, TLS with the API inside it
+                connection.set_tunnel(
+                    host, port, headers=self._proxy_headers, scheme=proxy.scheme or "http"
+                )
+        connection.response_class = self._response_class  # type: ignore[misc]
+        connection.connect()
+        return connection
 
-    def cancel(self) -> None:
-        """Close the connection: the answer, if any, is not read."""
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-
-@contextmanager
-def _as_wire_errors() -> Iterator[None]:
-    """Socket, TLS and protocol errors as ``WireError`` (timeouts apart)."""
-    try:
-        yield
-    except WireError:
-        raise
-    except TimeoutError as exc:
-        raise WireError("timeout", f"timed out ({exc.__class__.__name__})") from exc
-    except ssl.SSLCertVerificationError as exc:
-        raise WireError("connection", f"connection failed: {exc.verify_message}") from exc
-    except (OSError, ValueError, zlib.error) as exc:
-        raise WireError("connection", f"connection failed: {_describe(exc)}") from exc
+    @contextmanager
+    def _wire_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except WireError:
+            raise
+        except Exception as exc:
+            raise _wire_error(exc, self._proxy) from exc
 
 
-def _describe(exc: BaseException) -> str:
+class _BudgetedResponse(http.client.HTTPResponse):
+    """http.client's response, reading its socket through a byte budget."""
+
+    def __init__(self, sock: Any, *args: Any, budget: int, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp = _ByteBudget(self.fp, budget)  # type: ignore[assignment]
+
+
+class _ByteBudget:
+    """A reader that raises once more than ``budget`` bytes went through it; a read "to
+    the end" goes in bounded steps, so it is refused before it fills memory."""
+
+    def __init__(self, raw: Any, budget: int) -> None:
+        self._raw = raw
+        self._left = budget
+
+    def _spend(self, data: bytes) -> bytes:
+        self._left -= len(data)
+        if self._left < 0:
+            raise WireError("connection", "the answer is too large (broken framing?)")
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            parts = []
+            while chunk := self._raw.read1(READ_CHUNK_BYTES):
+                parts.append(self._spend(chunk))
+            return b"".join(parts)
+        return self._spend(self._raw.read(min(size, self._left + 1)))
+
+    def read1(self, size: int = -1) -> bytes:
+        limit = self._left + 1 if size < 0 else min(size, self._left + 1)
+        return self._spend(self._raw.read1(limit))
+
+    def readinto(self, buffer: Any) -> int:
+        count: int = self._raw.readinto(memoryview(buffer).cast("B")[: self._left + 1])
+        self._left -= count
+        if self._left < 0:
+            raise WireError("connection", "the answer is too large (broken framing?)")
+        return count
+
+    def readline(self, limit: int = -1) -> bytes:
+        cap = self._left + 1 if limit < 0 else min(limit, self._left + 1)
+        return self._spend(self._raw.readline(cap))
+
+    def peek(self, size: int = 0) -> bytes:
+        data: bytes = self._raw.peek(size)
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def fileno(self) -> int:
+        number: int = self._raw.fileno()
+        return number
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._raw.closed)
+
+
+def _check_headers(headers: Mapping[str, str]) -> None:
+    """Refuse a header value that cannot go out as is, before http.client or requests
+    would put it (the key, maybe) in an exception's text."""
+    for name, value in headers.items():
+        if not value.isascii() or any(c in value for c in "\r\n\0"):
+            raise WireError("other", f"request failed: the {name} header cannot be sent")
+
+
+def _origin(target: Url) -> Origin:
+    scheme = target.scheme or ""
+    if scheme not in ("http", "https") or not target.host:
+        raise WireError("other", f"request failed: cannot send to {scheme}://{target.host or ''}")
+    host = target.host.strip("[]")
+    return (scheme, host, target.port or (443 if scheme == "https" else 80))
+
+
+def _tls_options(ca_bundle: str | None) -> dict[str, Any]:
+    """Certificates checked against a CA file or directory (default: certifi's bundle)."""
+    if ca_bundle and os.path.isdir(ca_bundle):
+        return {"cert_reqs": "CERT_REQUIRED", "ca_cert_dir": ca_bundle}
+    return {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_bundle or certifi.where()}
+
+
+def _proxy_url(proxy: str) -> Url:
+    url = parse_url(proxy)
+    return url._replace(port=url.port or (443 if url.scheme == "https" else 80))
+
+
+def _proxy_headers(proxy: Url | None) -> dict[str, str]:
+    """``Proxy-Authorization`` from the proxy URL's credentials (percent-decoded)."""
+    if proxy is None or not proxy.auth:
+        return {}
+    user, _, password = proxy.auth.partition(":")
+    return make_headers(proxy_basic_auth=f"{unquote(user)}:{unquote(password)}")
+
+
+def _shown(proxy: Url | None) -> str:
+    """A proxy as messages show it: never its credentials."""
+    return "" if proxy is None else f"{proxy.scheme}://{proxy.host}:{proxy.port}"
+
+
+def _wire_error(exc: BaseException, proxy: Url | None) -> WireError:
+    """urllib3's, http.client's, socket and TLS errors as one ``WireError`` (no header echoed)."""
+    via = f" (through proxy {_shown(proxy)})" if proxy else ""
+    tunnel = re.match(r"Tunnel connection failed: (\d{3})(.*)", str(exc))
+    if tunnel:  # http.client's words for the proxy's answer to CONNECT
+        status = int(tunnel.group(1))
+        kind: Kind = "proxy_auth" if status == 407 else "refused" if status < 500 else "proxy"
+        answer = f"HTTP {status}{tunnel.group(2).rstrip()}"
+        return WireError(kind, f"proxy {_shown(proxy)} refused the tunnel: {answer}")
+    if isinstance(exc, u3.NewConnectionError) and proxy is not None:
+        return WireError("proxy", f"cannot connect to proxy {_shown(proxy)}: {_reason(exc)}")
+    tls = _tls_problem(exc)
+    if tls is not None:
+        return WireError("tls", f"TLS failed{via}: {tls}")
+    if isinstance(exc, u3.NewConnectionError):
+        return WireError("connection", f"connection failed: {_reason(exc)}")
+    if isinstance(exc, (TimeoutError, u3.TimeoutError)):
+        return WireError("timeout", f"timed out{via} ({exc.__class__.__name__})")
+    if isinstance(exc, (OSError, http.client.HTTPException, u3.HTTPError)):
+        return WireError("connection", f"connection failed{via}: {_reason(exc)}")
+    # ValueError and the like: a request that cannot be put on the wire. Its text may hold
+    # a header value (the key): never echoed.
+    return WireError("other", f"request failed: cannot be sent ({exc.__class__.__name__})")
+
+
+def _tls_problem(exc: BaseException) -> str | None:
+    """What is wrong with the certificate or the TLS handshake, if that is the failure."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {seen.verify_message}"
+        if isinstance(seen, u3.SSLError) or type(seen).__name__ == "CertificateError":
+            return str(seen) or seen.__class__.__name__
+        if isinstance(seen, ssl.SSLError) and not isinstance(
+            seen, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+        ):
+            return seen.reason or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost useful text, without urllib3's object reprs."""
+    if isinstance(exc, u3.NewConnectionError):
+        text = str(exc).split(": ", 1)[-1]
+        return text or exc.__class__.__name__
+    if isinstance(exc, u3.ProtocolError) and len(exc.args) > 1:
+        return f"{exc.args[0]} ({exc.args[1]!r})"
     return str(exc) or exc.__class__.__name__
 
 
-def _read_response(reader: io.BufferedReader) -> tuple[int, str, Headers, bytes, bool]:
-    """One response from ``reader``: status, reason, headers, decoded body, reusable?"""
-    readline, read = reader.readline, reader.read
-    while True:
-        line = readline(MAX_LINE_BYTES + 1)
-        if not line:
-            raise ConnectionAbortedError("the server closed the connection without answering")
-        if len(line) > MAX_LINE_BYTES:
-            raise ValueError("the status line is too long")
-        version, _, rest = line.rstrip(b"\r\n").partition(b" ")
-        code, _, reason_bytes = rest.partition(b" ")
-        if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
-            raise ValueError(f"not an HTTP/1.x status line: {line[:80]!r}")
-        status = int(code)
-        headers = _read_headers(readline)
-        if not 100 <= status < 200:
-            break  # 1xx are interim answers: the real one follows
-    reason = reason_bytes.decode("latin-1").strip()
-    keep_alive = version != b"HTTP/1.0" and "close" not in headers.get("connection", "").lower()
-    if status in (204, 304):
-        body = b""
-    elif "chunked" in headers.get("transfer-encoding", "").lower():
-        body = _read_chunked(readline, read)
-        keep_alive = keep_alive and "content-length" not in headers  # both: out of step
-    elif "content-length" in headers:
-        lengths = {v.strip() for v in headers["content-length"].split(",")}
-        if len(lengths) != 1 or not next(iter(lengths)).isdigit():
-            raise ValueError(f"bad Content-Length: {headers['content-length']!r}")
-        size = int(lengths.pop())
-        if size > MAX_BODY_BYTES:
-            raise ValueError(f"a body of {size} bytes is not an answer to this request")
-        body = read(size)
-        if len(body) < size:
-            raise ValueError(f"the body ended after {len(body)} of {size} bytes")
-    else:  # delimited by the end of the connection
-        body, keep_alive = read(MAX_BODY_BYTES + 1), False
-        if len(body) > MAX_BODY_BYTES:
-            raise ValueError("the body is too large to be an answer to this request")
-    return status, reason, headers, _decoded(body, headers.get("content-encoding")), keep_alive
-
-
-def _read_headers(readline: Callable[[int], bytes]) -> Headers:
-    headers = Headers()
-    name = ""
-    for _ in range(MAX_HEADERS + 1):
-        line = readline(MAX_LINE_BYTES + 1)
-        if len(line) > MAX_LINE_BYTES:
-            raise ValueError("a header line is too long")
-        if line in (b"\r\n", b"\n"):
-            return headers
-        if not line:
-            raise ValueError("the connection closed inside the headers")
-        text = line.decode("latin-1").rstrip("\r\n")
-        if text[:1] in (" ", "\t") and name:  # an obsolete folded line continues the last
-            dict.__setitem__(headers, name, headers[name] + " " + text.strip())
-            continue
-        raw_name, colon, value = text.partition(":")
-        if not colon:
-            raise ValueError(f"not a header line: {text[:80]!r}")
-        name, value = raw_name.strip().lower(), value.strip()
-        previous = dict.get(headers, name)
-        dict.__setitem__(headers, name, value if previous is None else f"{previous}, {value}")
-    raise ValueError(f"more than {MAX_HEADERS} headers")
-
-
-def _read_chunked(readline: Callable[[int], bytes], read: Callable[[int], bytes]) -> bytes:
-    parts, total = [], 0
-    while True:
-        line = readline(MAX_LINE_BYTES + 1)
-        size_text = line.split(b";", 1)[0].strip()
-        if not line or not size_text:
-            raise ValueError("the chunked body ended early")
-        size = int(size_text, 16)
-        total += size
-        if total > MAX_BODY_BYTES:
-            raise ValueError("the chunked body is too large to be an answer to this request")
-        if size == 0:
-            _read_headers(readline)  # trailers, up to the blank line
-            return b"".join(parts)
-        chunk = read(size)
-        if len(chunk) < size or readline(MAX_LINE_BYTES + 1) not in (b"\r\n", b"\n"):
-            raise ValueError("the chunked body ended early")
-        parts.append(chunk)
-
-
-def _decoded(body: bytes, encoding: str | None) -> bytes:
-    for coding in reversed([c.strip().lower() for c in (encoding or "").split(",") if c.strip()]):
-        if coding in ("gzip", "x-gzip"):
-            body = _inflate(body, 16 + zlib.MAX_WBITS)
-        elif coding == "deflate":
-            try:
-                body = _inflate(body, zlib.MAX_WBITS)
-            except zlib.error:  # some servers send raw deflate without the zlib wrapper
-                body = _inflate(body, -zlib.MAX_WBITS)
-        elif coding != "identity":
-            break  # not asked for: left as is (the body check will say what it is)
-    return body
-
-
-def _inflate(data: bytes, wbits: int) -> bytes:
-    """Every member of a gzip/zlib stream (zlib.decompress stops after the first), capped."""
-    parts, total = [], 0
-    while data:
-        inflater = zlib.decompressobj(wbits)
-        part = inflater.decompress(data, MAX_BODY_BYTES + 1 - total)
-        total += len(part)
-        if total > MAX_BODY_BYTES or inflater.unconsumed_tail:
-            raise ValueError("the decoded body is too large to be an answer to this request")
-        if not inflater.eof:
-            raise zlib.error("the compressed body ended early")
-        parts.append(part)
-        data = inflater.unused_data
-    return b"".join(parts)
-
-
-class SessionWire:
-    """A ``requests.Session`` (its proxies, adapters, CA bundle); closed if ``owned``."""
-
-    def __init__(self, session: Session, *, owned: bool) -> None:
-        self.session = session
-        self._owned = owned
-
-    def start(
-        self, url: str, headers: Mapping[str, str], timeout: tuple[float, float]
-    ) -> _LaterExchange:
-        """requests cannot split an exchange: the request goes out when the reply is asked."""
-        return _LaterExchange(lambda: self.get(url, headers, timeout))
-
-    def get(self, url: str, headers: Mapping[str, str], timeout: tuple[float, float]) -> Reply:
-        try:
-            response = self.session.get(
-                url, headers=dict(headers), timeout=timeout, allow_redirects=False, auth=_no_auth
-            )
-        except requests.exceptions.Timeout as exc:
-            raise WireError("timeout", f"timed out ({exc.__class__.__name__})") from exc
-        except (
-            requests.exceptions.ConnectionError,
-            requests.exceptions.ChunkedEncodingError,
-            requests.exceptions.ContentDecodingError,
-        ) as exc:
-            raise WireError("connection", f"connection failed: {exc}") from exc
-        except requests.exceptions.RequestException as exc:
-            raise WireError("other", f"request failed: {exc}") from exc
-        return Reply(
-            response.status_code, response.reason or "", response.headers, response.content, url
+def session_get(session: Session, url: str, headers: Mapping[str, str], timeout: Timeout) -> Reply:
+    """One GET through a caller's ``requests.Session`` (its proxies, adapters, CA bundle)."""
+    _check_headers(headers)
+    try:
+        response = session.get(
+            url, headers=dict(headers), timeout=timeout, allow_redirects=False, auth=_no_auth
         )
+    except requests.exceptions.SSLError as exc:
+        raise WireError("tls", f"TLS failed: {_tls_problem(exc) or exc}") from exc
+    except requests.exceptions.ProxyError as exc:
+        raise WireError("proxy", f"the session's proxy failed: {_innermost(exc)}") from exc
+    except requests.exceptions.Timeout as exc:
+        raise WireError("timeout", f"timed out ({exc.__class__.__name__})") from exc
+    except (
+        requests.exceptions.ConnectionError,
+        requests.exceptions.ChunkedEncodingError,
+        requests.exceptions.ContentDecodingError,
+    ) as exc:
+        raise WireError("connection", f"connection failed: {_innermost(exc)}") from exc
+    except requests.exceptions.RequestException as exc:
+        raise WireError("other", f"request failed: {exc.__class__.__name__}") from exc
+    return Reply(
+        response.status_code, response.reason or "", response.headers, response.content, url
+    )
 
-    def close(self) -> None:
-        if self._owned:
-            self.session.close()
 
-
-class _LaterExchange:
-    def __init__(self, send_and_read: Callable[[], Reply]) -> None:
-        self._send_and_read = send_and_read
-
-    def reply(self) -> Reply:
-        return self._send_and_read()
-
-    def cancel(self) -> None:
-        pass
+def _innermost(exc: BaseException) -> str:
+    """requests' "Max retries exceeded with url: ..." without the noise: the root reason."""
+    reason: Any = exc.args[0] if exc.args else exc
+    if isinstance(reason, u3.MaxRetryError) and reason.reason is not None:
+        reason = reason.reason
+    if isinstance(reason, u3.ProxyError) and len(reason.args) > 1:
+        reason = reason.args[1]
+    return _reason(reason) if isinstance(reason, BaseException) else str(reason)
 
 
 def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
     """The transport sets the auth headers; this keeps requests from replacing them with
     credentials from ``.netrc`` (it reads it whenever a request carries no ``auth``)."""
     return request
-
-
-def proxy_session(proxies: Mapping[str, str], *, maxsize: int, ca_bundle: str | None) -> Session:
-    """A session for a proxied API: the environment was read once by ``resolve_settings``."""
-    session = Session()
-    session.trust_env = False
-    session.proxies.update(dict(proxies))
-    if ca_bundle:
-        session.verify = ca_bundle
-    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(maxsize, 1))
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
-
-
-def open_wire(
-    *,
-    session: Session | None,
-    proxies: Mapping[str, str],
-    maxsize: int,
-    ca_bundle: str | None,
-) -> Wire:
-    """The wire for a client: the caller's session, a proxied session, or sockets directly."""
-    if session is not None:
-        return SessionWire(session, owned=False)
-    if proxies:
-        return SessionWire(proxy_session(proxies, maxsize=maxsize, ca_bundle=ca_bundle), owned=True)
-    return SocketWire(maxsize=maxsize, ca_bundle=ca_bundle)

@@ -11,6 +11,7 @@ import pytest
 from eachlabs_loader import (
     APIError,
     AuthenticationError,
+    BadRequestError,
     InvalidRequestError,
     InvalidResponseError,
     RateLimitError,
@@ -73,7 +74,7 @@ def test_unknown_workflow_is_not_found_naming_workflow_offset_and_message(sandbo
 @pytest.mark.parametrize(
     ("status", "error"),
     [
-        (400, InvalidRequestError),
+        (400, BadRequestError),
         (401, AuthenticationError),
         (402, APIError),
         (403, AuthenticationError),
@@ -261,7 +262,7 @@ def test_client_and_wire_reprs_hide_the_key(sandbox, make_client):
     fetch_executions(client, sandbox.workflows[0].slug)  # connections open, pools filled
     assert sandbox.api_key not in repr(client)
     assert sandbox.api_key not in repr(vars(client))
-    assert sandbox.api_key not in repr(vars(client._wire))
+    assert sandbox.api_key not in repr(vars(client.wire))
 
 
 def test_redirect_to_another_scheme_on_the_same_host_is_refused(sandbox, make_client):

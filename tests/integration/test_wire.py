@@ -1,31 +1,34 @@
-"""Both wires over real sockets: sockets (the default), a caller's requests.Session, a proxy."""
+"""The wire over real sockets: urllib3's connections (the default) and a caller's session.
+
+A scripted server sends exact bytes, so every framing, broken answer and TLS case is seen
+as urllib3 reads it, with this package's bounds on top.
+"""
 
 from __future__ import annotations
 
-import gc
 import gzip
 import socket
 import ssl
 import threading
 import time
-import urllib.request
 import zlib
-from collections.abc import Iterator
-from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import pairwise
-from typing import ClassVar
 
 import pytest
 import requests
 
 from eachlabs_loader import (
     EachlabsClient,
+    TLSError,
     TransportError,
     fetch_executions,
     resolve_settings,
 )
-from eachlabs_loader.wire import SessionWire, SocketWire, WireError
+from eachlabs_loader.wire import Wire, WireError
+
+
+def get(wire: Wire, url: str, headers: dict, timeout: tuple[float, float]):
+    return wire.receive(wire.send(url, headers, timeout), url)
 
 
 def settings_for(sandbox, **kwargs):
@@ -34,7 +37,7 @@ def settings_for(sandbox, **kwargs):
 
 def test_the_default_wire_is_urllib3_and_loads_everything(sandbox):
     with EachlabsClient(settings_for(sandbox, max_retries=0)) as client:
-        assert isinstance(client._wire, SocketWire)
+        assert client.session is None
         frame = fetch_executions(client, sandbox.workflows[0].slug)
     assert len(frame) == 250 and frame["execution_id"].is_unique
     assert len(sandbox.requests) == 3  # one keep-alive connection, one request per page
@@ -51,7 +54,6 @@ def test_a_callers_session_is_used_kept_open_and_cannot_swap_the_credentials(
     session = requests.Session()
     session.headers["X-Trace"] = "from-the-caller"
     with EachlabsClient(settings_for(sandbox), session=session) as client:
-        assert isinstance(client._wire, SessionWire)
         frame = fetch_executions(client, sandbox.workflows[0].slug)
     assert len(frame) == 250
     assert {r.headers["Authorization"] for r in sandbox.requests} == {f"Bearer {sandbox.api_key}"}
@@ -75,63 +77,15 @@ def test_a_refused_connection_is_a_transport_error_on_both_wires(sandbox):
             fetch_executions(client, "anything")
 
 
-class _ForwardProxy(BaseHTTPRequestHandler):
-    """A plain-HTTP forward proxy: requests arrive with absolute URLs."""
-
-    seen: ClassVar[list[str]] = []
-
-    def do_GET(self) -> None:
-        self.seen.append(self.path)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            upstream = opener.open(urllib.request.Request(self.path, headers=headers), timeout=5)
-        except urllib.error.HTTPError as error:
-            upstream = error
-        body = upstream.read()
-        self.send_response(upstream.status)
-        self.send_header("Content-Type", upstream.headers.get("Content-Type", "text/plain"))
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def proxy() -> Iterator[tuple[str, list[str]]]:
-    seen: list[str] = []
-    handler = type("Proxy", (_ForwardProxy,), {"seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_a_proxied_api_goes_through_the_proxy(sandbox, proxy):
-    # Loopback hosts never use a proxy when read from the environment; set it directly.
-    url, seen = proxy
-    settings = replace(settings_for(sandbox), proxies=(("http", url),))
-    with EachlabsClient(settings) as client:
-        assert isinstance(client._wire, SessionWire)
-        frame = fetch_executions(client, sandbox.workflows[0].slug)
-    assert len(frame) == 250
-    assert len(seen) == 3 and all(p.startswith(sandbox.base_url) for p in seen)
-
-
-# -- the socket wire's HTTP/1.1, against a server that answers from a script -------------------
+# -- urllib3's HTTP/1.1 and our bounds, against a server that answers from a script ------------
 
 
 class ScriptedServer:
     """Answers each request on a connection with the next scripted raw response.
 
     A script entry is bytes (sent as is), None (close the connection without answering) or
-    ``(bytes, "close")`` (answer, then close the connection).
+    ``(bytes, "close")`` (answer, then close the connection; ``(bytes, seconds)``: that
+    much later).
     """
 
     def __init__(self, script: list, tls: ssl.SSLContext | None = None) -> None:
@@ -171,6 +125,8 @@ class ScriptedServer:
                     return
                 if isinstance(answer, tuple):
                     conn.sendall(answer[0])
+                    if isinstance(answer[1], float):
+                        time.sleep(answer[1])
                     return
                 conn.sendall(answer)
         except (OSError, ssl.SSLError):
@@ -213,6 +169,10 @@ TIMEOUT = (5.0, 5.0)
 BODY = b'{"executions": [], "note": "' + b"x" * 300 + b'"}'
 
 
+def url_of(server, path: str = "/") -> str:
+    return f"http://127.0.0.1:{server.port}{path}"
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -226,17 +186,19 @@ BODY = b'{"executions": [], "note": "' + b"x" * 300 + b'"}'
         b"HTTP/1.1 100 Continue\r\n\r\n" + response(BODY),
         response(BODY, "X-Folded: one", "  two"),
         response(gzip.compress(BODY[:50]) + gzip.compress(BODY[50:]), "Content-Encoding: gzip"),
+        response(b"+5\r\n" + BODY[:5] + b"\r\n" + b"%x\r\n" % (len(BODY) - 5) + BODY[5:]
+                 + b"\r\n0\r\n\r\n", "Transfer-Encoding: chunked", length=False),
     ],
     ids=["length", "chunked", "gzip", "deflate", "raw-deflate", "chunked-gzip", "1xx", "folded",
-         "gzip-members"],
+         "gzip-members", "chunk-size-with-plus"],
 )  # fmt: skip
 def test_bodies_are_read_and_decoded_whatever_the_framing(scripted, raw):
     server = scripted([raw, response(b"{}")])
-    wire = SocketWire(maxsize=2)
-    reply = wire.get(f"http://127.0.0.1:{server.port}/p?q=1", {"X-Test": "1"}, TIMEOUT)
+    wire = Wire(maxsize=2)
+    reply = get(wire, url_of(server, "/p?q=1"), {"X-Test": "1"}, TIMEOUT)
     assert (reply.status, reply.body) == (200, BODY)
     # The connection was left clean: the next request reuses it.
-    assert wire.get(f"http://127.0.0.1:{server.port}/p", {}, TIMEOUT).body == b"{}"
+    assert get(wire, url_of(server, "/p"), {}, TIMEOUT).body == b"{}"
     assert server.connections == 1
     assert server.requests[0].startswith(b"GET /p?q=1 HTTP/1.1\r\nHost: 127.0.0.1:")
     assert b"\r\nX-Test: 1\r\n" in server.requests[0]
@@ -246,7 +208,7 @@ def test_headers_are_case_insensitive_and_repeated_ones_joined(scripted):
     server = scripted(
         [response(b"", "Retry-After: 3", "X-Many: a", "x-many: b", status="429 Slow")]
     )
-    reply = SocketWire(maxsize=1).get(f"http://127.0.0.1:{server.port}/", {}, TIMEOUT)
+    reply = get(Wire(maxsize=1), url_of(server), {}, TIMEOUT)
     assert (reply.status, reply.reason) == (429, "Slow")
     assert reply.headers.get("retry-after") == "3" and reply.headers["RETRY-AFTER"] == "3"
     assert reply.headers["X-Many"] == "a, b" and "x-MANY" in reply.headers
@@ -256,67 +218,119 @@ def test_headers_are_case_insensitive_and_repeated_ones_joined(scripted):
     "raw",
     [
         response(BODY, "Connection: close"),
-        b"HTTP/1.0 200 OK\r\n\r\n" + BODY,  # delimited by closing the connection
+        (b"HTTP/1.0 200 OK\r\n\r\n" + BODY, "close"),  # delimited by closing the connection
     ],
     ids=["connection-close", "http/1.0"],
 )
 def test_a_connection_the_server_closes_is_not_reused(scripted, raw):
     server = scripted([raw])
     second = scripted([response(b"{}")])
-    wire = SocketWire(maxsize=2)
-    assert wire.get(f"http://127.0.0.1:{server.port}/", {}, TIMEOUT).body == BODY
+    wire = Wire(maxsize=2)
+    assert get(wire, url_of(server), {}, TIMEOUT).body == BODY
     assert wire._idle == []
-    assert wire.get(f"http://127.0.0.1:{second.port}/", {}, TIMEOUT).body == b"{}"
+    assert get(wire, url_of(second), {}, TIMEOUT).body == b"{}"
 
 
-@pytest.mark.parametrize("poll", [True, False], ids=["poll", "select (no poll: Windows)"])
-def test_an_idle_connection_the_server_dropped_is_replaced_before_sending(
-    scripted, monkeypatch, poll
-):
-    if not poll:
-        monkeypatch.delattr("select.poll")
-    server = scripted([(response(b"1"), "close"), response(b"2")])
-    wire = SocketWire(maxsize=1)
-    assert wire.get(f"http://127.0.0.1:{server.port}/", {}, TIMEOUT).body == b"1"
+def test_an_idle_connection_the_server_dropped_is_replaced_before_sending(scripted):
+    server = scripted([(response(b"1"), 0.1), response(b"2")])
+    wire = Wire(maxsize=1)
+    assert get(wire, url_of(server), {}, TIMEOUT).body == b"1"
     assert len(wire._idle) == 1  # kept: the server did not say it would close
     time.sleep(0.2)  # the server closes it meanwhile
-    assert wire.get(f"http://127.0.0.1:{server.port}/", {}, TIMEOUT).body == b"2"
+    assert get(wire, url_of(server), {}, TIMEOUT).body == b"2"
     assert server.connections == 2 and len(server.requests) == 2  # nothing sent in vain
 
 
 @pytest.mark.parametrize(
-    ("raw", "message"),
+    "raw",
     [
-        (None, "without answering"),
-        (response(BODY)[:-10], "ended after"),
-        (response(chunked(BODY), "Transfer-Encoding: chunked", length=False)[:-40], "chunked"),
-        (b"SMTP ready\r\n\r\n", "not an HTTP/1.x status line"),
-        (response(b"garbage", "Content-Encoding: gzip"), "connection failed"),
-        (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n", "more than 100 headers"),
-        (b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70_000 + b"\r\n\r\n", "too long"),
-        (response(b"{}", "Content-Length: 2, 3", length=False), "Content-Length"),
-        (response(b"{}", "Content-Length: 99999999999999999999", length=False), "not an answer"),
-        (response(b"ffffffffffff\r\n", "Transfer-Encoding: chunked", length=False), "too large"),
-        (response(gzip.compress(b"0" * 300_000_000), "Content-Encoding: gzip"), "too large"),
+        None,
+        (response(BODY)[:-10], "close"),
+        (response(chunked(BODY), "Transfer-Encoding: chunked", length=False)[:-40], "close"),
+        b"SMTP ready\r\n\r\n",
+        response(b"garbage", "Content-Encoding: gzip"),
+        b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n",
+        b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70_000 + b"\r\n\r\n",
+        response(b"{}", "Content-Length: 2, 3", length=False),
+        response(b"{}", "Content-Length: 99999999999999999999", length=False),
+        (response(b"ffffffffffff\r\n", "Transfer-Encoding: chunked", length=False), "close"),
+        (response(b"-1\r\n" + b"x" * 3_000_000, "Transfer-Encoding: chunked", length=False),
+         "close"),
+        response(b"zz\r\n", "Transfer-Encoding: chunked", length=False),
+        response(gzip.compress(b"0" * 20_000_000), "Content-Encoding: gzip"),
+        response(zlib.compress(b"0" * 20_000_000), "Content-Encoding: deflate"),
     ],
     ids=["dropped", "truncated", "chunked-truncated", "not-http", "bad-gzip", "many-headers",
-         "long-header", "two-lengths", "huge-length", "huge-chunk", "gzip-bomb"],
+         "long-header", "two-lengths", "huge-length", "huge-chunk", "negative-chunk",
+         "bad-chunk-size", "gzip-bomb", "deflate-bomb"],
 )  # fmt: skip
-def test_a_broken_answer_is_a_connection_error_and_the_connection_is_closed(scripted, raw, message):
+def test_a_broken_answer_is_a_connection_error_and_the_connection_is_closed(scripted, raw):
     server = scripted([raw])
-    wire = SocketWire(maxsize=1)
-    with pytest.raises(WireError, match=message) as info:
-        wire.get(f"http://127.0.0.1:{server.port}/", {}, TIMEOUT)
+    wire = Wire(maxsize=1, max_body_bytes=1_000_000)
+    started = time.monotonic()
+    with pytest.raises(WireError) as info:
+        get(wire, url_of(server), {}, TIMEOUT)
     assert info.value.kind == "connection"
+    assert time.monotonic() - started < 3  # not waiting out a timeout
     assert wire._idle == []
 
 
-def test_a_silent_server_is_a_timeout(scripted):
+def test_a_body_that_never_ends_is_refused_in_bounded_memory(scripted):
+    # A negative chunk size makes http.client read "to the end of the connection": a server
+    # that keeps sending is stopped by the byte budget, not by running out of memory.
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(response(b"-1\r\n", "Transfer-Encoding: chunked", length=False))
+        try:
+            while True:
+                conn.sendall(b"x" * 65536)
+        except OSError:
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(WireError, match="too large"):
+            get(
+                Wire(maxsize=1, max_body_bytes=2_000_000),
+                f"http://127.0.0.1:{listener.getsockname()[1]}/",
+                {},
+                TIMEOUT,
+            )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        listener.close()
+    assert peak < 40_000_000  # the 2 MB cap plus the 8 MB header allowance, and change
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        response(b"{}", "Content-Length: 5000", length=False),  # and then nothing more
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n",  # headers never finished
+    ],
+    ids=["length-beyond-the-body", "unfinished-headers"],
+)
+def test_an_answer_that_stops_short_on_an_open_connection_is_a_timeout(scripted, raw):
+    server = scripted([raw, response(b"never sent")])  # the connection stays open
+    started = time.monotonic()
+    with pytest.raises(WireError) as info:
+        get(Wire(maxsize=1), url_of(server), {}, (1.0, 0.5))
+    assert info.value.kind == "timeout"
+    assert time.monotonic() - started < 2
+
+
+def test_a_silent_server_is_a_timeout():
     listener = socket.create_server(("127.0.0.1", 0))  # accepts (backlog), never answers
     try:
-        wire = SocketWire(maxsize=1)
         with pytest.raises(WireError) as info:
-            wire.get(f"http://127.0.0.1:{listener.getsockname()[1]}/", {}, (1.0, 0.3))
+            get(Wire(maxsize=1), f"http://127.0.0.1:{listener.getsockname()[1]}/", {}, (1.0, 0.3))
         assert info.value.kind == "timeout"
     finally:
         listener.close()
@@ -324,7 +338,8 @@ def test_a_silent_server_is_a_timeout(scripted):
 
 @pytest.fixture(scope="module")
 def authority():
-    trustme = pytest.importorskip("trustme")
+    import trustme
+
     return trustme.CA()
 
 
@@ -338,22 +353,54 @@ def test_https_verifies_the_certificate_against_the_given_bundle(scripted, autho
     bundle = tmp_path / "ca.pem"
     authority.cert_pem.write_to_path(str(bundle))
     server = tls_server(scripted, authority)
-    wire = SocketWire(maxsize=1, ca_bundle=str(bundle))
-    assert wire.get(f"https://127.0.0.1:{server.port}/", {}, TIMEOUT).body == BODY
+    wire = Wire(maxsize=1, ca_bundle=str(bundle))
+    assert get(wire, f"https://127.0.0.1:{server.port}/", {}, TIMEOUT).body == BODY
 
 
 def test_https_refuses_an_unknown_authority_and_a_wrong_hostname(scripted, authority, tmp_path):
     server = tls_server(scripted, authority)
     with pytest.raises(WireError, match="certificate") as info:
-        SocketWire(maxsize=1).get(f"https://127.0.0.1:{server.port}/", {}, TIMEOUT)
-    assert info.value.kind == "connection"
+        get(Wire(maxsize=1), f"https://127.0.0.1:{server.port}/", {}, TIMEOUT)
+    assert info.value.kind == "tls"
     bundle = tmp_path / "ca.pem"
     authority.cert_pem.write_to_path(str(bundle))
     elsewhere = tls_server(scripted, authority, hostname="api.example.com")
-    with pytest.raises(WireError, match=r"[Hh]ostname|match"):
-        SocketWire(maxsize=1, ca_bundle=str(bundle)).get(
-            f"https://127.0.0.1:{elsewhere.port}/", {}, TIMEOUT
+    with pytest.raises(WireError, match=r"[Hh]ostname|match") as info:
+        get(
+            Wire(maxsize=1, ca_bundle=str(bundle)),
+            f"https://127.0.0.1:{elsewhere.port}/",
+            {},
+            TIMEOUT,
         )
+    assert info.value.kind == "tls"
+
+
+def test_https_to_a_plain_http_server_is_a_tls_error():
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:  # answers the TLS hello with plain HTTP
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(response(b"plain", "Connection: close"))
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with pytest.raises(WireError) as info:
+            get(Wire(maxsize=1), f"https://127.0.0.1:{listener.getsockname()[1]}/", {}, TIMEOUT)
+    finally:
+        listener.close()
+    assert info.value.kind == "tls"
+
+
+def test_an_untrusted_certificate_fails_at_once_without_retries(scripted, authority, make_sandbox):
+    server = tls_server(scripted, authority)
+    settings = resolve_settings("k" * 8, f"https://127.0.0.1:{server.port}/v1", concurrency=1)
+    started = time.monotonic()
+    with EachlabsClient(settings) as client, pytest.raises(TLSError, match="certificate") as info:
+        fetch_executions(client, "anything")
+    assert time.monotonic() - started < 1.0
+    assert client.stats.retries == 0 and info.value.workflow_id == "anything"
 
 
 # -- sending early: the next page is asked for before the caller works on this one ------------
@@ -387,31 +434,54 @@ def test_sending_early_still_never_has_two_requests_at_the_server_at_once(make_s
     assert all(b.time >= a.finished for a, b in pairwise(log))
 
 
-def test_bytes_past_the_answer_keep_the_connection_from_being_reused(scripted):
+def test_bytes_past_the_answer_are_never_read_as_the_next_answer(scripted):
     server = scripted([response(b"1") + b"HTTP/1.1 200 OK\r\n", response(b"2")])
-    wire = SocketWire(maxsize=1)
-    assert wire.get(f"http://127.0.0.1:{server.port}/", {}, TIMEOUT).body == b"1"
-    assert wire._idle == []  # out of step: the stray bytes would be read as the next answer
-    assert wire.get(f"http://127.0.0.1:{server.port}/", {}, TIMEOUT).body == b"2"
-    assert server.connections == 2
+    wire = Wire(maxsize=1)
+    assert get(wire, url_of(server), {}, TIMEOUT).body == b"1"
+    assert get(wire, url_of(server), {}, TIMEOUT).body == b"2"
+
+
+def test_bytes_that_arrive_after_the_answer_keep_the_connection_from_being_reused(scripted):
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(response(b"1"))
+            time.sleep(0.1)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")  # unasked
+            time.sleep(2)
+
+    threading.Thread(target=serve, daemon=True).start()
+    wire = Wire(maxsize=1)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    try:
+        assert get(wire, url, {}, TIMEOUT).body == b"1"
+        assert len(wire._idle) == 1
+        time.sleep(0.3)
+        assert wire._checkout(("http", "127.0.0.1", listener.getsockname()[1])) is None
+    finally:
+        listener.close()
 
 
 def test_a_closed_wire_closes_connections_that_come_back_later(scripted):
     server = scripted([response(b"1")])
-    wire = SocketWire(maxsize=1)
-    exchange = wire.start(f"http://127.0.0.1:{server.port}/", {}, TIMEOUT)
+    wire = Wire(maxsize=1)
+    connection = wire.send(url_of(server), {}, TIMEOUT)
     wire.close()  # e.g. a load that failed while this request was still running
-    assert exchange.reply().body == b"1"
+    assert wire.receive(connection, url_of(server)).body == b"1"
     assert wire._idle == []
 
 
 def test_a_non_ascii_url_is_sent_encoded_and_a_non_ascii_header_never_echoed(scripted):
     server = scripted([response(b"{}")])
-    wire = SocketWire(maxsize=1)
-    assert wire.get(f"http://127.0.0.1:{server.port}/päth?q=é", {}, TIMEOUT).body == b"{}"
+    wire = Wire(maxsize=1)
+    assert get(wire, url_of(server, "/päth?q=é"), {}, TIMEOUT).body == b"{}"
     assert server.requests[0].startswith(b"GET /p%C3%A4th?q=%C3%A9 HTTP/1.1\r\n")
     with pytest.raises(WireError) as info:
-        wire.get(f"http://127.0.0.1:{server.port}/", {"X-API-Key": "clé-secrète"}, TIMEOUT)
+        get(wire, url_of(server), {"X-API-Key": "clé-secrète\r\nX: y"}, TIMEOUT)
+    assert info.value.kind == "other"
     assert "secr" not in repr(info.value) + repr(info.value.args) + str(info.value.__context__)
 
 
@@ -428,11 +498,15 @@ def test_pages_held_by_a_paused_scan_never_make_another_request_wait(sandbox):
         assert client.throttle.in_flight == 0
 
 
-def test_a_request_started_and_dropped_unread_gives_its_slot_back(sandbox):
+def test_a_request_is_released_explicitly_by_result_cancel_or_with(sandbox):
     with EachlabsClient(settings_for(sandbox)) as client:
-        pending = client.start_executions_page(sandbox.workflows[0].slug, offset=0, limit=5)
+        query = client.query(sandbox.workflows[0].slug, page_size=5)
+        request = client.request_page(query, 0).send()
         assert client.throttle.in_flight == 1
-        del pending
-        gc.collect()
+        request.cancel()
         assert client.throttle.in_flight == 0
-        assert len(client.fetch_executions_page(sandbox.workflows[0].slug, offset=0, limit=5)) == 5
+        with client.request_page(query, 5).send(early=True):
+            assert client.throttle.in_flight == 1
+        assert client.throttle.in_flight == 0
+        assert len(client.request_page(query, 0).send().result()) == 5
+        assert client.throttle.in_flight == 0

@@ -174,10 +174,12 @@ def test_invalid_request_error_is_a_value_error():
             {"https": "http://p:1", "http": "http://q:2"},
         ),
         (
-            {"ALL_PROXY": "socks5://s:1080"},
+            {"ALL_PROXY": "http://s:1080"},
             "https://a.io/v1",
-            {"https": "socks5://s:1080", "http": "socks5://s:1080"},
+            {"https": "http://s:1080", "http": "http://s:1080"},
         ),
+        ({"HTTPS_PROXY": "p:1"}, "https://a.io/v1", {"https": "http://p:1"}),
+        ({"HTTPS_PROXY": "http://p:1", "https_proxy": ""}, "https://a.io/v1", {}),
         (
             {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "example.com,.eachlabs.ai"},
             "https://api.eachlabs.ai/v1",
@@ -186,6 +188,27 @@ def test_invalid_request_error_is_a_value_error():
         ({"HTTPS_PROXY": "http://p:1", "no_proxy": "*"}, "https://a.io/v1", {}),
         ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "10.0.0.0/8"}, "https://10.1.2.3/v1", {}),
         ({"HTTPS_PROXY": "http://p:1"}, "http://127.0.0.1:9/v1", {}),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "2001:db8::5"}, "https://[2001:db8::5]/v1", {}),
+        (
+            {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "[2001:db8::5]"},
+            "https://[2001:db8::5]:8443/v1",
+            {},
+        ),
+        (
+            {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "2001:db8::/32"},
+            "https://[2001:db8::9]/v1",
+            {},
+        ),
+        (
+            {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "2001:db8::5"},
+            "https://[2001:db8::6]/v1",
+            {"https": "http://p:1"},
+        ),
+        (
+            {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "a.io:8080"},
+            "https://b.a.io:8080/v1",
+            {},
+        ),
     ],
 )
 def test_proxies_are_read_once_from_the_usual_variables(env, base_url, expected):
@@ -194,8 +217,48 @@ def test_proxies_are_read_once_from_the_usual_variables(env, base_url, expected)
     assert "p:1" not in repr(settings) and "proxy:3128" not in repr(settings)
 
 
-def test_ca_bundle_comes_from_the_requests_variable():
-    assert (
-        resolve_settings("k", env={"REQUESTS_CA_BUNDLE": "/etc/ca.pem"}).ca_bundle == "/etc/ca.pem"
-    )
+@pytest.mark.parametrize("proxy", ["socks5://s:1080", "http://", "http://p:notaport", "ftp://p:1"])
+def test_a_proxy_that_cannot_be_used_is_refused_without_echoing_credentials(proxy):
+    with pytest.raises(InvalidRequestError, match="proxy") as info:
+        resolve_settings(
+            "k", "https://a.io/v1", env={"HTTPS_PROXY": proxy.replace("//", "//u:pw@")}
+        )
+    assert "pw" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE"])
+def test_ca_bundle_comes_from_the_usual_variables_as_a_file_or_a_directory(name, tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    assert resolve_settings("k", env={name: str(bundle)}).ca_bundle == str(bundle)
+    assert resolve_settings("k", env={name: str(tmp_path)}).ca_bundle == str(tmp_path)
     assert resolve_settings("k", env={}).ca_bundle is None
+
+
+def test_the_first_ca_variable_wins_and_a_missing_bundle_is_refused_at_once(tmp_path):
+    first, second = tmp_path / "a.pem", tmp_path / "b.pem"
+    first.write_text("")
+    second.write_text("")
+    env = {"CURL_CA_BUNDLE": str(second), "REQUESTS_CA_BUNDLE": str(first)}
+    assert resolve_settings("k", env=env).ca_bundle == str(first)
+    with pytest.raises(InvalidRequestError, match=r"SSL_CERT_FILE=.*no such file"):
+        resolve_settings("k", env={"SSL_CERT_FILE": str(tmp_path / "missing.pem")})
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "https://api.eachlabs.ai/api v1",
+        "https://api.eachlabs.ai/api\tv1",
+        "https://api.eachlabs.ai/v1\r\n",
+        "https://api.eachlabs.ai/v1\n",
+        "https://api.eachlabs.ai/v\x001",
+        "https://api.eachlabs.ai/v1\x7f",
+        " https://api.eachlabs.ai/v1",
+        "https://user:secret@api.eachlabs.ai/ v1",
+    ],
+)
+def test_a_base_url_with_a_space_or_a_control_character_is_refused(base_url):
+    with pytest.raises(InvalidRequestError, match="spaces or control characters") as info:
+        resolve_settings("k", base_url, env={})
+    assert "secret" not in str(info.value)

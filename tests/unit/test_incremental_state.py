@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
+from fakes import requests_from
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -153,7 +154,7 @@ class ListAPI:
         return Page.from_rows(offset, self.size, rows, len(self.rows))
 
     def scan(self) -> ConcurrentScan:
-        return ConcurrentScan(self.fetch, limit=self.size, concurrency=1)
+        return ConcurrentScan(requests_from(self.fetch), limit=self.size, concurrency=1)
 
 
 def incremental(api: ListAPI, known: WorkflowState | None, full=lambda: iter(())):

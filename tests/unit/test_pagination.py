@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from fakes import requests_from
 
 from eachlabs_loader import InvalidResponseError, Page, PaginationError
 from eachlabs_loader.pagination import (
     MAX_STALE_PAGES,
     is_last_page,
-    iter_pages,
     next_offset,
     parse_executions_page,
 )
+from eachlabs_loader.sequential import iter_pages
 
 
 class LiveList:
@@ -66,20 +67,20 @@ def test_short_or_empty_page_is_last(rows, limit, last):
 @pytest.mark.parametrize("n", [0, 1, 9, 10, 11, 25])
 def test_every_row_once_and_one_request_per_page(n):
     source = LiveList(n)
-    ids = collect(iter_pages(source.fetch(10), limit=10))
+    ids = collect(iter_pages(requests_from(source.fetch(10)), limit=10))
     assert ids == [f"e{k}" for k in range(n - 1, -1, -1)]
     assert source.offsets == list(range(0, n // 10 * 10 + 1, 10))
 
 
 def test_total_count_does_not_end_the_scan_when_capped():
     source = LiveList(35, reported_total=20)
-    ids = collect(iter_pages(source.fetch(10), limit=10))
+    ids = collect(iter_pages(requests_from(source.fetch(10)), limit=10))
     assert len(ids) == 35
 
 
 def test_head_inserts_give_duplicates_never_holes():
     source = LiveList(50, inserts_per_request=3)
-    ids = collect(iter_pages(source.fetch(10), limit=10))
+    ids = collect(iter_pages(requests_from(source.fetch(10)), limit=10))
     assert {f"e{k}" for k in range(50)} <= set(ids)
     assert len(ids) > len(set(ids))  # the shift repeats rows: de-duplication is needed
 
@@ -99,7 +100,7 @@ def test_more_rows_than_limit_advance_by_rows_received():
         offsets.append(offset)
         return next(pages)
 
-    assert collect(iter_pages(fetch, limit=2)) == ["a", "b", "c", "d"]
+    assert collect(iter_pages(requests_from(fetch), limit=2)) == ["a", "b", "c", "d"]
     assert offsets == [0, 3]
 
 
@@ -111,7 +112,7 @@ def test_a_server_repeating_full_pages_raises_instead_of_looping():
         return Page.from_rows(offset, 2, [{"execution_id": "a"}, {"execution_id": "b"}], 2)
 
     with pytest.raises(PaginationError, match="workflow 'wf' at offset") as info:
-        collect(iter_pages(same_page, limit=2, workflow_id="wf"))
+        collect(iter_pages(requests_from(same_page), limit=2, workflow_id="wf"))
     assert len(calls) == MAX_STALE_PAGES + 1
     assert info.value.workflow_id == "wf"
 
@@ -155,25 +156,27 @@ def test_parse_rejects_wrong_shapes(body):
 
 def test_a_server_with_smaller_pages_is_read_to_the_end_via_its_limit():
     source = LiveList(95, server_page_size=30, report_limit=True, reported_total=None)
-    assert collect(iter_pages(source.fetch(100), limit=100)) == [f"e{k}" for k in range(94, -1, -1)]
+    assert collect(iter_pages(requests_from(source.fetch(100)), limit=100)) == [
+        f"e{k}" for k in range(94, -1, -1)
+    ]
     assert source.offsets == [0, 30, 60, 90]
 
 
 def test_a_server_with_smaller_pages_is_read_to_the_end_via_its_total():
     source = LiveList(95, server_page_size=30)
-    assert len(collect(iter_pages(source.fetch(100), limit=100))) == 95
+    assert len(collect(iter_pages(requests_from(source.fetch(100)), limit=100))) == 95
     assert source.offsets == [0, 30, 60, 90]
 
 
 def test_an_inflated_total_costs_one_request_and_no_rows():
     source = LiveList(25, reported_total=1000)
-    assert len(collect(iter_pages(source.fetch(10), limit=10))) == 25
+    assert len(collect(iter_pages(requests_from(source.fetch(10)), limit=10))) == 25
     assert source.offsets == [0, 10, 20, 25]
 
 
 def test_a_short_page_agreeing_with_every_hint_ends_the_scan():
     source = LiveList(25, server_page_size=None, report_limit=True)
-    collect(iter_pages(source.fetch(10), limit=10))
+    collect(iter_pages(requests_from(source.fetch(10)), limit=10))
     assert source.offsets == [0, 10, 20]
 
 
@@ -184,14 +187,14 @@ def test_an_inflated_total_buys_one_request_and_a_page_of_nothing_new_ends_the_s
         calls.append(offset)
         return Page.from_rows(offset, 10, [{"execution_id": "a"}], 100)
 
-    assert collect(iter_pages(same_short_page, limit=10)) == ["a", "a"]
+    assert collect(iter_pages(requests_from(same_short_page), limit=10)) == ["a", "a"]
     assert calls == [0, 1]
 
 
 def test_a_short_page_followed_by_more_teaches_the_host_page_size():
     """A host serving 20 rows per page, with a total_count capped at 50 and no `limit`."""
     source = LiveList(230, server_page_size=20, reported_total=50)
-    assert collect(iter_pages(source.fetch(100), limit=100)) == [
+    assert collect(iter_pages(requests_from(source.fetch(100)), limit=100)) == [
         f"e{k}" for k in range(229, -1, -1)
     ]
     assert source.offsets == list(range(0, 240, 20))
@@ -199,52 +202,17 @@ def test_a_short_page_followed_by_more_teaches_the_host_page_size():
 
 def test_at_the_tail_inserts_and_an_inflated_total_do_not_stall():
     source = LiveList(95, inserts_per_request=3, reported_total=10_000)
-    ids = collect(iter_pages(source.fetch(10), limit=10))
+    ids = collect(iter_pages(requests_from(source.fetch(10)), limit=10))
     assert {f"e{k}" for k in range(95)} <= set(ids)
 
 
 # -- sending ahead: requests go out early, still one at a time and strictly in order -----------
 
 
-class Sent:
-    """A pending page over ``LiveList``: served when sent (as a server would), read later."""
-
-    def __init__(self, live: LiveList, fetch_page, offset: int, log: list[str], fail: int = 0):
-        self.offset, self.log, self.fail = offset, log, fail
-        self._fetch_page = fetch_page
-        self.page = fetch_page(offset)
-        log.append(f"send {offset}")
-
-    def wait(self) -> bool:
-        self.log.append(f"wait {self.offset}")
-        return True
-
-    def result(self, before_retry=None) -> Page:
-        while self.fail:  # answers that turn out unusable once parsed: retried
-            self.fail -= 1
-            if before_retry is not None:
-                before_retry()
-            self.page = self._fetch_page(self.offset)
-            self.log.append(f"retry {self.offset}")
-        self.log.append(f"read {self.offset}")
-        return self.page
-
-    def cancel(self) -> None:
-        self.log.append(f"cancel {self.offset}")
-
-
 def sending_ahead(live: LiveList, limit: int, fail_at: int | None = None):
     log: list[str] = []
-    fetch_page = live.fetch(limit)
-
-    def start_page(offset: int) -> Sent:
-        return Sent(live, fetch_page, offset, log, fail=1 if offset == fail_at else 0)
-
-    def fetch(offset: int) -> Page:
-        log.append(f"fetch {offset}")
-        return fetch_page(offset)
-
-    return iter_pages(fetch, limit=limit, start_page=start_page), log
+    request_page = requests_from(live.fetch(limit), log, fail_at=fail_at, eager=True)
+    return iter_pages(request_page, limit=limit), log
 
 
 def test_the_page_after_next_is_asked_for_once_this_answer_is_in_before_it_is_decoded():
@@ -252,7 +220,7 @@ def test_the_page_after_next_is_asked_for_once_this_answer_is_in_before_it_is_de
     pages, log = sending_ahead(live, 10)
     assert collect(pages) == [f"e{k}" for k in range(34, -1, -1)]
     assert log == [
-        "fetch 0", "send 10",                      # page 0 in hand, page 10 on its way
+        "fetch 0", "read 0", "send 10",            # page 0 in hand, page 10 on its way
         "wait 10", "send 20", "read 10",           # 10 arrived: 20 guessed before decoding
         "wait 20", "send 30", "read 20",
         "wait 30", "read 30",                      # 40 is past total_count: no guess
@@ -271,18 +239,18 @@ def test_a_wrong_guess_is_dropped_and_the_right_page_fetched():
     ]  # fmt: skip
 
 
-def test_a_retry_drops_the_guess_first_and_stopping_early_drops_what_is_on_its_way():
+def test_a_retry_keeps_the_guess_and_stopping_early_drops_what_is_on_its_way():
     live = LiveList(50)
     pages, log = sending_ahead(live, 10, fail_at=20)
     assert collect(pages) == [f"e{k}" for k in range(49, -1, -1)]
-    assert log[log.index("wait 20") :][:5] == [
+    assert log[log.index("wait 20") :][:6] == [
         "wait 20", "send 30",   # the answer for 20 is in: 30 guessed
-        "cancel 30",            # 20 must be retried: the guess gives its throttle slot back
-        "retry 20", "read 20",
+        "retry 20", "read 20",  # 20's body turns out unusable: retried, the guess still good
+        "wait 30", "send 40",   # and read, with no request sent twice
     ]  # fmt: skip
-    assert log[log.index("read 20") + 1] == "send 30"  # asked for again, in order
+    assert live.offsets == [0, 10, 20, 30, 20, 40, 50]  # 50: the empty end
     live = LiveList(50)
     pages, log = sending_ahead(live, 10)
     next(pages)
     pages.close()
-    assert log == ["fetch 0", "send 10", "cancel 10"]
+    assert log == ["fetch 0", "read 0", "send 10", "cancel 10"]

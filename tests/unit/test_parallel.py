@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from fakes import requests_from
 
 from eachlabs_loader import Page, PaginationError
 from eachlabs_loader.parallel import ConcurrentScan
@@ -49,7 +50,9 @@ def ids_of(scan) -> list[str]:
 @pytest.mark.parametrize("concurrency", [1, 2, 8])
 def test_a_still_list_is_read_whole(n, concurrency):
     source = LiveList(n)
-    scan = ConcurrentScan(source.fetch(20), limit=20, concurrency=concurrency, min_round_trip_s=0)
+    scan = ConcurrentScan(
+        requests_from(source.fetch(20)), limit=20, concurrency=concurrency, min_round_trip_s=0
+    )
     assert set(ids_of(scan)) == source.initial
     assert scan.stats.pages_refetched == 0
 
@@ -58,7 +61,9 @@ def test_a_still_list_is_read_whole(n, concurrency):
 @pytest.mark.parametrize(("concurrency", "inserts"), [(4, 1), (8, 3), (16, 3), (8, 10)])
 def test_inserts_while_paging_lose_nothing(seed, concurrency, inserts):
     source = LiveList(2000, inserts=inserts, jitter_s=0.003, seed=seed)
-    scan = ConcurrentScan(source.fetch(50), limit=50, concurrency=concurrency, min_round_trip_s=0)
+    scan = ConcurrentScan(
+        requests_from(source.fetch(50)), limit=50, concurrency=concurrency, min_round_trip_s=0
+    )
     seen = ids_of(scan)
     assert source.initial <= set(seen)
     assert scan.stats.total_count_start < scan.stats.total_count_end
@@ -82,7 +87,9 @@ def test_without_the_check_the_same_scan_loses_rows():
 
 def test_repairs_are_counted():
     source = LiveList(2000, inserts=10, jitter_s=0.003, seed=1)
-    scan = ConcurrentScan(source.fetch(50), limit=50, concurrency=8, min_round_trip_s=0)
+    scan = ConcurrentScan(
+        requests_from(source.fetch(50)), limit=50, concurrency=8, min_round_trip_s=0
+    )
     ids_of(scan)
     assert scan.stats.gaps_repaired > 0 and scan.stats.pages_refetched >= scan.stats.gaps_repaired
     assert scan.stats.pages == source.requests
@@ -93,12 +100,14 @@ def test_a_server_repeating_one_page_ends_in_an_error():
         return Page.from_rows(offset, 10, [{"execution_id": f"e{k}"} for k in range(10)], None)
 
     with pytest.raises(PaginationError):
-        ids_of(ConcurrentScan(same, limit=10, concurrency=4, min_round_trip_s=0))
+        ids_of(ConcurrentScan(requests_from(same), limit=10, concurrency=4, min_round_trip_s=0))
 
 
 def test_a_fast_api_is_paged_sequentially():
     source = LiveList(500)
-    scan = ConcurrentScan(source.fetch(50), limit=50, concurrency=8, min_round_trip_s=10.0)
+    scan = ConcurrentScan(
+        requests_from(source.fetch(50)), limit=50, concurrency=8, min_round_trip_s=10.0
+    )
     assert set(ids_of(scan)) == source.initial
     assert scan.effective_concurrency == 1
     assert source.requests == 11  # no overlap: plain offsets 0, 50, ... 500
@@ -118,7 +127,7 @@ def test_a_slow_first_request_alone_does_not_switch_the_pool_on(slow_requests, p
             time.sleep(0.02)
         return fetch(offset)
 
-    scan = ConcurrentScan(timed, limit=50, concurrency=8, min_round_trip_s=0.01)
+    scan = ConcurrentScan(requests_from(timed), limit=50, concurrency=8, min_round_trip_s=0.01)
     ids = ids_of(scan)
     assert set(ids) == {f"e{k}" for k in range(1_000)}
     assert (scan.effective_concurrency == 8) is pooled
