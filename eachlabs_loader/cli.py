@@ -32,7 +32,7 @@ from .lake import read_executions
 from .loader import load_executions
 from .result import LoadResult
 from .sandbox import Sandbox
-from .sinks import write_flat
+from .sinks import check_writable_file, write_flat
 from .workflows import ALL_WORKFLOWS, load_workflows
 
 EXIT_OK = 0
@@ -44,10 +44,12 @@ EXIT_API = 5
 DEMO_ROWS = 5_000
 EXIT_CODES_HELP = """exit codes:
   0  every workflow loaded
-  2  usage error or invalid input (nothing was requested)
-  3  authentication failed (missing or rejected key)
+  2  usage error or invalid input: found before any request, or refused by the API
+     (HTTP 400, named in the message)
+  3  authentication failed (missing or rejected key, or a proxy's credentials)
   4  workflow not found
-  5  API or network failure after retries (or an unusable output)
+  5  API, network or TLS failure (after retries where they can help), or an output
+     that cannot be read or written
 With --on-error skip, the other workflows are still loaded and written; the exit code is
 then that of the first failure.
 
@@ -70,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def exit_code_for(exc: BaseException) -> int:
-    """2 bad input, 3 authentication, 4 not found, 5 API or network failure after retries."""
+    """2 bad input (ours or the API's 400), 3 authentication, 4 not found, 5 the rest: the
+    API, the network or the output failed."""
     if isinstance(exc, InvalidRequestError):
         return EXIT_USAGE
     if isinstance(exc, AuthenticationError):
@@ -262,6 +265,8 @@ def _run_executions(args: argparse.Namespace) -> int:
     }
     if args.timeout is not None:
         common["timeout"] = args.timeout
+    if fmt != "parquet" and args.out:
+        check_writable_file(args.out)
     if fmt == "parquet":
         result = load_executions(
             workflows,
@@ -309,6 +314,8 @@ def _run_workflows(args: argparse.Namespace) -> int:
     fmt = args.format or _flat_format(args.out)
     if fmt is None:
         raise InvalidRequestError(f"--out {args.out!r}: name a .csv or .jsonl file, or --format")
+    if args.out:
+        check_writable_file(args.out)
     frame = load_workflows(api_key=_api_key(args), base_url=args.base_url)
     write_flat(frame, args.out or sys.stdout, fmt)
     if args.out and not args.quiet:

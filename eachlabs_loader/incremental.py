@@ -9,8 +9,6 @@ look-back (late writes) or the oldest open execution, whichever is older.
 
 State is written after the data, atomically (``storage.write_file_atomic``): a crash in
 between leaves the older state, and the next run re-reads a little more, never less.
-
-Imports ``storage``, ``schema``, ``pagination``, ``parallel`` (stats) and ``errors``.
 """
 
 from __future__ import annotations
@@ -25,13 +23,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pandas as pd
-import pyarrow.fs as pafs
 
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, StorageError
+from .lake import partition_value
 from .pagination import Page, ScanStats, StallDetector
 from .parallel import MIN_ROUND_TRIP_S
 from .schema import parse_timestamps
-from .storage import Location, write_file_atomic
+from .storage import Location, read_bytes, write_file_atomic
 
 logger = logging.getLogger("eachlabs_loader")
 
@@ -153,8 +151,7 @@ class WorkflowState:
 
 
 def state_path(location: Location, flow_id: str) -> str:
-    from .lake import partition_value  # the same escaping as partition directories
-
+    """Escaped as partition directories are: a flow id cannot escape the state directory."""
     return location.path(STATE_DIR, f"{partition_value(flow_id)}.json")
 
 
@@ -163,15 +160,14 @@ def read_state(
 ) -> tuple[WorkflowState | None, str | None]:
     """The workflow's state, or None and why it cannot be used (a full load follows)."""
     path = state_path(location, flow_id)
-    fs = location.filesystem
+    name = f"{STATE_DIR}/{path.rsplit('/', 1)[-1]}"
     try:
-        if fs.get_file_info(path).type != pafs.FileType.File:
-            return None, f"no state file {STATE_DIR}/{path.rsplit('/', 1)[-1]} in the dataset"
-        with fs.open_input_stream(path) as handle:
-            text = handle.read().decode("utf-8")
-        state = WorkflowState.from_json(text)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        return None, f"state file {STATE_DIR}/{path.rsplit('/', 1)[-1]} is unusable ({exc})"
+        data = read_bytes(location, path)
+        if data is None:
+            return None, f"no state file {name} in the dataset"
+        state = WorkflowState.from_json(data.decode("utf-8"))
+    except (StorageError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        return None, f"state file {name} is unusable ({exc})"
     if state.dataset_id != dataset_id:
         return None, "the state file belongs to another dataset (copied or recreated lake)"
     if state.flow_id != flow_id:

@@ -166,11 +166,15 @@ def load_executions(
         ``LoadResult`` of what was fetched and written.
 
     Raises:
-        InvalidRequestError: bad input, before any request (or an HTTP 400).
-        AuthenticationError: no key, or HTTP 401/403.
+        InvalidRequestError: bad input, before any request (``BadRequestError``, a subclass:
+            the API answered HTTP 400).
+        AuthenticationError: no key, or HTTP 401/403 (or a proxy's 407).
         WorkflowNotFoundError: HTTP 404.
+        TLSError: the API's certificate cannot be trusted (raised at once, not retried).
         APIError: any other failure once retries are spent.
-        SchemaMismatchError: the output holds files with incompatible column types.
+        StorageError: the output cannot be read or written (nothing of it was changed).
+        SchemaMismatchError: the output holds files with incompatible column types
+            (nothing was changed).
 
     Example:
         >>> from eachlabs_loader.sandbox import Sandbox
@@ -320,9 +324,15 @@ class _Run:
 
         try:
             done, failed = self._each(workflow_ids, one)
-        finally:
-            with lock:
-                written = writer.close()
+        except EachlabsError:
+            with lock:  # the rows that arrived are exact: kept (after a storage error: none)
+                writer.close()
+            raise
+        except BaseException:
+            writer.abort()  # interrupted: every file stays as it was
+            raise
+        with lock:
+            written = writer.close()
         if self.bulk_id is None:  # a bulk's rows say nothing about the rest of the workflow
             for workflow_id, load_result in done.items():
                 state = loads[workflow_id].next_state(load_result)

@@ -1,12 +1,17 @@
-"""Where a dataset lives: resolving paths and URIs to a ``pyarrow.fs`` filesystem, checking
-that it can be written before any API request, and replacing files atomically.
+"""Where a dataset lives: paths and URIs resolved to a ``pyarrow.fs`` filesystem, checked
+before any API request, read, and written so that readers never see a part of a file.
 
-Imports only ``errors`` (and pyarrow). The commit protocol, for every filesystem: write the
-whole file under a hidden temporary name beside its target, then make it visible in one step:
-``os.replace`` (atomic rename, after fsync) on a local disk, a server-side copy on object
-stores (an object appears whole or not at all). Readers never see a half-written file; a
-crash leaves at most a hidden ``.*.tmp-*`` file, which no reader picks up and the next write
-of that partition removes.
+The only module that touches files: every ``OSError`` and pyarrow error of reading or
+writing becomes a ``StorageError`` naming the path, here. Imports only ``errors`` (and
+pyarrow, whose filesystems enter the package here).
+
+The commit protocol, for every filesystem: write the whole file under a hidden temporary
+name beside its target, then make it visible in one step: ``os.replace`` (atomic rename,
+after fsync) on a local disk, a server-side copy on object stores (an object appears whole
+or not at all). ``StagedFiles`` holds a load's new files that way until every one of them is
+written, then makes them visible together (``commit``) or removes them (``abort``). A crash
+leaves at most hidden ``.*.tmp-*`` files, which no reader picks up and the next write of
+that directory removes.
 """
 
 from __future__ import annotations
@@ -14,16 +19,19 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, StorageError
 
 TMP_MARKER = ".tmp-"
+FileSystem = pafs.FileSystem
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,16 @@ class Location:
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts])
+
+
+@contextlib.contextmanager
+def storage_errors(path: str, doing: str) -> Iterator[None]:
+    """``OSError`` and pyarrow's errors as a ``StorageError`` naming ``path``."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+        raise StorageError(f"cannot {doing} {path}: {reason}", path=path) from exc
 
 
 def resolve_location(output: Any, filesystem: pafs.FileSystem | None = None) -> Location:
@@ -67,66 +85,122 @@ def resolve_location(output: Any, filesystem: pafs.FileSystem | None = None) -> 
 def check_writable(location: Location) -> None:
     """Fail early (before any API request) when the output cannot hold a dataset."""
     fs, root = location.filesystem, location.root
-    try:
+    with storage_errors(location.uri, "use output"):
         info = fs.get_file_info(root)
-    except OSError as exc:
-        raise InvalidRequestError(f"output {location.uri!r} is not accessible: {exc}") from exc
     if info.type == pafs.FileType.File:
-        raise InvalidRequestError(f"output {location.uri!r} is a file, not a dataset directory")
+        raise StorageError(
+            f"output {location.uri!r} is a file, not a dataset directory", path=location.uri
+        )
     if location.is_local:
         _probe_local(location)
-    else:
-        bucket = root.split("/", 1)[0]
-        try:
-            bucket_info = fs.get_file_info(bucket)
-        except OSError as exc:
-            raise InvalidRequestError(f"output {location.uri!r}: {exc}") from exc
-        if bucket_info.type == pafs.FileType.NotFound:
-            raise InvalidRequestError(f"output {location.uri!r}: bucket {bucket!r} does not exist")
+        return
+    bucket = root.split("/", 1)[0]
+    if not bucket:  # a path on some other filesystem (not an object store's bucket)
+        with storage_errors(location.uri, "write to output"):
+            fs.create_dir(root, recursive=True)
+        return
+    with storage_errors(location.uri, "use output"):
+        bucket_info = fs.get_file_info(bucket)
+    if bucket_info.type == pafs.FileType.NotFound:
+        raise StorageError(
+            f"output {location.uri!r}: bucket {bucket!r} does not exist", path=location.uri
+        )
 
 
 def _probe_local(location: Location) -> None:
     """Create the root and a probe file: the only check that also holds for root and ACLs."""
     probe = os.path.join(location.root, f".eachlabs-write-probe{TMP_MARKER}{uuid.uuid4().hex}")
-    try:
+    with storage_errors(location.uri, "write to output"):
         os.makedirs(location.root, exist_ok=True)
         with open(probe, "wb"):
             pass
         os.remove(probe)
-    except OSError as exc:
-        raise InvalidRequestError(
-            f"output {location.uri!r} is not writable: {exc.strerror or exc}"
-        ) from exc
+
+
+def is_file(location: Location, path: str) -> bool:
+    with storage_errors(path, "look at"):
+        return bool(location.filesystem.get_file_info(path).type == pafs.FileType.File)
+
+
+def is_directory(location: Location, path: str) -> bool:
+    with storage_errors(path, "look at"):
+        return bool(location.filesystem.get_file_info(path).type == pafs.FileType.Directory)
+
+
+def read_bytes(location: Location, path: str) -> bytes | None:
+    """A whole small file (None if there is none)."""
+    if not is_file(location, path):
+        return None
+    with storage_errors(path, "read"), location.filesystem.open_input_stream(path) as handle:
+        data: bytes = handle.read()
+    return data
+
+
+def read_table(
+    location: Location,
+    path: str,
+    *,
+    columns: list[str] | None = None,
+    filters: Any = None,
+) -> pa.Table | None:
+    """A Parquet file (None if there is none); not Parquet is a ``StorageError``."""
+    if not is_file(location, path):
+        return None
+    with storage_errors(path, "read Parquet file"), location.filesystem.open_input_file(path) as f:
+        return pq.read_table(f, columns=columns, filters=filters)
+
+
+def read_schema(location: Location, path: str) -> pa.Schema | None:
+    """The Arrow schema of a Parquet (or ``_common_metadata``) file, None if there is none."""
+    if not is_file(location, path):
+        return None
+    with storage_errors(path, "read the schema of"), location.filesystem.open_input_file(path) as f:
+        return pq.read_schema(f)
+
+
+def list_files(location: Location, directory: str, suffix: str) -> list[str]:
+    """Visible files under ``directory`` (recursively) whose names end with ``suffix``."""
+    selector = pafs.FileSelector(directory, recursive=True, allow_not_found=True)
+    with storage_errors(directory, "list"):
+        infos = location.filesystem.get_file_info(selector)
+    return sorted(
+        info.path
+        for info in infos
+        if info.type == pafs.FileType.File
+        and info.base_name.endswith(suffix)
+        and not info.base_name.startswith(".")
+    )
+
+
+def read_hive(
+    location: Location, schema: pa.Schema, partitions: pa.Schema, filter_: Any = None
+) -> pa.Table:
+    """A hive-partitioned Parquet dataset read whole (the columns of ``schema``)."""
+    if not is_directory(location, location.root):
+        raise StorageError(f"no dataset at {location.uri!r}", path=location.uri)
+    with storage_errors(location.uri, "read the dataset"):
+        dataset = pads.dataset(
+            location.root,
+            filesystem=location.filesystem,
+            format="parquet",
+            partitioning=pads.partitioning(partitions, flavor="hive"),
+            schema=pa.unify_schemas([schema, partitions]),
+        )
+        return dataset.to_table(columns=schema.names, filter=filter_)
 
 
 def write_file_atomic(location: Location, path: str, write: Callable[[Any], None]) -> None:
     """Write ``path`` so that readers see the old file or the new one, never a part."""
-    directory, name = path.rsplit("/", 1)
-    tmp = f"{directory}/.{name}{TMP_MARKER}{uuid.uuid4().hex}"
-    fs = location.filesystem
-    if location.is_local:
-        os.makedirs(directory, exist_ok=True)
-        try:
-            with open(tmp, "wb") as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            _remove_quietly(location, tmp)
-            raise
-        _fsync_directory(directory)
-        return
+    staged = StagedFiles(location)
     try:
-        with fs.open_output_stream(tmp) as stream:
-            write(stream)
-        fs.copy_file(tmp, path)
+        staged.write(path, write)
+        staged.commit()
     finally:
-        _remove_quietly(location, tmp)
+        staged.abort()
 
 
 def remove_stale_temporaries(location: Location, directory: str) -> None:
-    """Delete ``.*.tmp-*`` leftovers of crashed writers in one partition directory."""
+    """Delete ``.*.tmp-*`` leftovers of crashed writers in one directory."""
     try:
         infos = location.filesystem.get_file_info(
             pafs.FileSelector(directory, allow_not_found=True)
@@ -142,13 +216,101 @@ def remove_stale_temporaries(location: Location, directory: str) -> None:
             _remove_quietly(location, info.path)
 
 
+@dataclass
+class StagedFiles:
+    """New versions of files, written whole under hidden names until ``commit``.
+
+    ``current(path)`` is where a reader of this load finds the newest version of ``path``
+    (its staged file, None if it is to be deleted, else the file itself).
+    """
+
+    location: Location
+    _staged: dict[str, str] = field(default_factory=dict)
+    _deleted: set[str] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self._staged) + len(self._deleted)
+
+    def current(self, path: str) -> str | None:
+        return None if path in self._deleted else self._staged.get(path, path)
+
+    def paths(self) -> list[str]:
+        """The paths with a new version staged (deletions apart)."""
+        return list(self._staged)
+
+    def write(self, path: str, write: Callable[[Any], None]) -> None:
+        """Write the new version of ``path`` whole (and durably, on a local disk)."""
+        directory, name = path.rsplit("/", 1)
+        tmp = f"{directory}/.{name}{TMP_MARKER}{uuid.uuid4().hex}"
+        try:
+            self._write(path, tmp, write)
+        except BaseException:
+            _remove_quietly(self.location, tmp)
+            raise
+        self._forget(path)
+        self._staged[path] = tmp
+
+    def delete(self, path: str) -> None:
+        """Remove ``path`` at commit."""
+        self._forget(path)
+        self._deleted.add(path)
+
+    def commit(self, on_commit: Callable[[str], None] | None = None) -> None:
+        """Make every staged file visible, one atomic step each; then the deletions."""
+        directories = set()
+        for path, tmp in list(self._staged.items()):
+            with storage_errors(path, "replace"):
+                if self.location.is_local:
+                    os.replace(tmp, path)
+                else:
+                    self.location.filesystem.copy_file(tmp, path)
+                    self.location.filesystem.delete_file(tmp)
+            del self._staged[path]
+            directories.add(path.rsplit("/", 1)[0])
+            if on_commit is not None:
+                on_commit(path)
+        for path in sorted(self._deleted):
+            with storage_errors(path, "delete"):
+                self.location.filesystem.delete_file(path)
+            directories.add(path.rsplit("/", 1)[0])
+        self._deleted.clear()
+        if self.location.is_local:
+            for directory in sorted(directories):
+                _fsync_directory(directory)
+
+    def abort(self) -> None:
+        """Remove every staged file: the dataset stays as it was."""
+        for tmp in self._staged.values():
+            _remove_quietly(self.location, tmp)
+        self._staged.clear()
+        self._deleted.clear()
+
+    def _write(self, path: str, tmp: str, write: Callable[[Any], None]) -> None:
+        with storage_errors(path, "write"):
+            if self.location.is_local:
+                os.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+                with open(tmp, "wb") as handle:
+                    write(handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            else:
+                with self.location.filesystem.open_output_stream(tmp) as stream:
+                    write(stream)
+
+    def _forget(self, path: str) -> None:
+        old = self._staged.pop(path, None)
+        if old is not None:
+            _remove_quietly(self.location, old)
+        self._deleted.discard(path)
+
+
 def _remove_quietly(location: Location, path: str) -> None:
     with contextlib.suppress(OSError):
         location.filesystem.delete_file(path)
 
 
 def _fsync_directory(directory: str) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    """Make the renames themselves durable (POSIX); a no-op where directories cannot be opened."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:

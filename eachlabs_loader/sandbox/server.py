@@ -15,6 +15,7 @@ import random
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,6 +65,8 @@ class RequestRecord:
     limit: int | None = None
     status: int | None = None
     fault: str | None = None
+    request_id: str | None = None
+    """The ``X-Request-Id`` of an error answer (the vendor sends one with every error)."""
     time: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -617,6 +620,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        if status >= 400:
+            record.request_id = f"req_{uuid.uuid4().hex[:20]}"
+            self.send_header("X-Request-Id", record.request_id)
         if retry_after is not None:
             self.send_header("Retry-After", retry_after)
         self.end_headers()

@@ -118,14 +118,26 @@ def test_api_key_file(api, tmp_path):
         (["executions", "x"], "wrong-key", 3, "HTTP 401"),
         (["executions", "no-such-workflow"], KEY, 4, "workflow not found"),
         (["no-such-command"], KEY, 2, "invalid choice"),
+        (["executions", "x", "--out", "/proc/no-lake-here"], KEY, 5, "/proc/no-lake-here"),
+        (["executions", "x", "--out", "/proc/x/out.csv"], KEY, 5, "/proc/x/out.csv"),
     ],
 )
 def test_exit_codes(api, args, env_key, code, message):
     result = run(api, *args, env_key=env_key)
     assert result.returncode == code, result.stderr
-    assert message in result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
     if code in (2, 3) and env_key != "wrong-key":
         assert api.requests == []  # rejected before any request
+
+
+def test_a_400_from_the_api_is_invalid_input_said_as_the_apis_answer(api):
+    api.add_fault("status", status=400, times=None, body={"error": "invalid bulk_id format"})
+    result = run(api, "executions", api.workflows[0].slug)
+    assert result.returncode == 2
+    assert "HTTP 400: invalid bulk_id format" in result.stderr and "request id" in result.stderr
+    assert len(api.requests) == 1  # sent once, not retried
+    help_text = run(api, "executions", "--help").stdout
+    assert "nothing was requested" not in help_text and "refused by the API" in help_text
 
 
 def test_exit_code_5_after_retries(api):

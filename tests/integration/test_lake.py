@@ -12,6 +12,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -20,6 +21,7 @@ from eachlabs_loader import (
     InvalidRequestError,
     LoadResult,
     SchemaMismatchError,
+    StorageError,
     load_executions,
     read_executions,
     write_executions,
@@ -273,26 +275,38 @@ def test_flushes_complete_partitions_while_streaming(lake_sandbox, tmp_path):
     dates = frame["created_at"].dt.strftime("%Y-%m-%d")
     newest, rest = frame[dates == dates.max()], frame[dates != dates.max()]
     writer.add(newest)
-    assert data_files(tmp_path) == {}
+    assert len(writer._staged) == 0 and writer._buffered_rows == len(newest)
     writer.add(rest.iloc[:10])  # an older date arrives: the newest partition is complete
-    assert len(data_files(tmp_path)) == 1
+    assert len(writer._staged) == 1 and writer._buffered_rows == 10  # staged, out of memory
+    assert data_files(tmp_path) == {}  # and not visible before the load is done
     writer.add(rest.iloc[10:])
     result = writer.close()
     assert result.rows_inserted == len(frame)
+    assert len(data_files(tmp_path)) == result.files_written == result.partitions_touched
 
 
-@pytest.mark.parametrize("output", ["file", "unwritable", "scheme"])
-def test_bad_output_fails_before_any_request(sandbox, tmp_path, output):
+@pytest.mark.parametrize(
+    ("output", "error"),
+    [
+        ("file", StorageError),
+        ("under-a-file", StorageError),
+        ("unwritable", StorageError),
+        ("scheme", InvalidRequestError),
+    ],
+)
+def test_bad_output_fails_before_any_request(sandbox, tmp_path, output, error):
+    (tmp_path / "a-file.parquet").write_text("x")
     target = {
         "file": tmp_path / "a-file.parquet",
+        "under-a-file": tmp_path / "a-file.parquet" / "lake",
         "unwritable": "/proc/eachlabs-lake",
         "scheme": "nosuchfs://bucket/lake",
     }[output]
-    if output == "file":
-        target.write_text("x")
-    with pytest.raises(InvalidRequestError, match="output"):
+    with pytest.raises(error, match="output") as info:
         load(sandbox, sandbox.workflows[0].slug, output=target)
     assert sandbox.requests == []
+    if error is StorageError:
+        assert info.value.path == str(target)
 
 
 def test_foreign_incompatible_file_is_named_and_left_alone(sandbox, tmp_path):
@@ -429,3 +443,130 @@ def test_a_row_that_loses_its_created_at_stays_where_it_was(tmp_path):
     }
     write_executions(frame_of([glitch]), tmp_path)
     assert lake_rows(tmp_path) == [("e1", "2025-01-01", "completed")]
+
+
+# -- nothing overwritten: a load's files become visible together, or not at all ---------------
+
+
+def test_an_incompatible_older_partition_leaves_every_file_as_it_was(lake_sandbox, tmp_path):
+    slug = lake_sandbox.workflows[0].slug
+    load(lake_sandbox, slug, output=tmp_path)
+    oldest = min(f for f in data_files(tmp_path) if NULL_PARTITION not in f)
+    table = pq.read_table(tmp_path / oldest)
+    pq.write_table(
+        table.set_column(0, "execution_id", pa.array(range(table.num_rows))), tmp_path / oldest
+    )
+    before = data_files(tmp_path)
+    lake_sandbox.finish(slug)  # every partition has rows to update, newest first
+    with pytest.raises(SchemaMismatchError, match=re.escape(oldest.split("/")[-2])):
+        load(lake_sandbox, slug, output=tmp_path)
+    assert data_files(tmp_path) == before  # the newer partitions were not rewritten either
+    assert [p for p in tmp_path.rglob("*") if ".tmp-" in p.name] == []
+
+
+def test_a_partition_file_that_is_not_parquet_is_a_storage_error_naming_it(lake_sandbox, tmp_path):
+    slug = lake_sandbox.workflows[0].slug
+    load(lake_sandbox, slug, output=tmp_path)
+    newest = max(data_files(tmp_path))
+    (tmp_path / newest).write_bytes(b"not parquet at all")
+    (tmp_path / "_common_metadata").unlink()  # the files themselves are then read
+    before = data_files(tmp_path)
+    with pytest.raises(StorageError, match=re.escape(newest)) as info:
+        load(lake_sandbox, slug, output=tmp_path)
+    assert info.value.path.endswith(newest)
+    assert data_files(tmp_path) == before
+
+
+def test_an_unreadable_common_metadata_is_rebuilt_with_a_warning(lake_sandbox, tmp_path, caplog):
+    slug = lake_sandbox.workflows[0].slug
+    load(lake_sandbox, slug, output=tmp_path)
+    metadata = tmp_path / "_common_metadata"
+    metadata.write_bytes(metadata.read_bytes()[:20])  # truncated
+    lake_sandbox.insert(slug, 7)
+    with caplog.at_level("WARNING", logger="eachlabs_loader"):
+        result = load(lake_sandbox, slug, output=tmp_path)
+    assert "_common_metadata" in caplog.text and result.rows_inserted == 7
+    assert pq.read_schema(metadata).names[: len(COLUMNS)] == list(COLUMNS)  # readable again
+    lake = read_executions(tmp_path)
+    assert len(lake) == 3007 and lake["execution_id"].is_unique
+
+
+def test_a_full_disk_is_a_storage_error_and_the_dataset_stays_as_it_was(lake_sandbox, tmp_path):
+    slug = lake_sandbox.workflows[0].slug
+    load(lake_sandbox, slug, output=tmp_path)
+    before = data_files(tmp_path)
+    lake_sandbox.finish(slug)
+    with pytest.raises(StorageError, match="No space left on device") as info:
+        load(lake_sandbox, slug, output=str(tmp_path), filesystem=full_disk(tmp_path))
+    assert "executions.parquet" in info.value.path
+    assert data_files(tmp_path) == before
+
+
+def test_reading_a_missing_dataset_is_a_storage_error(tmp_path):
+    with pytest.raises(StorageError, match="no dataset"):
+        read_executions(tmp_path / "nothing-here")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(StorageError):
+        read_executions(tmp_path / "a-file" / "lake")
+
+
+class _FullDisk(pafs.FileSystemHandler):
+    """The local disk, except that every new file is written to ``/dev/full`` (ENOSPC)."""
+
+    def __init__(self) -> None:
+        self.local = pafs.LocalFileSystem()
+
+    def __eq__(self, other):
+        return isinstance(other, _FullDisk)
+
+    def __ne__(self, other):
+        return not self == other
+
+    def get_type_name(self):
+        return "full-disk"
+
+    def normalize_path(self, path):
+        return path
+
+    def get_file_info(self, paths):
+        return self.local.get_file_info(paths)
+
+    def get_file_info_selector(self, selector):
+        return self.local.get_file_info(selector)
+
+    def create_dir(self, path, recursive):
+        self.local.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path):
+        self.local.delete_dir(path)
+
+    def delete_dir_contents(self, path, missing_dir_ok=False):
+        self.local.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self):
+        raise OSError("not here")
+
+    def delete_file(self, path):
+        self.local.delete_file(path)
+
+    def move(self, src, dest):
+        self.local.move(src, dest)
+
+    def copy_file(self, src, dest):
+        self.local.copy_file(src, dest)
+
+    def open_input_stream(self, path):
+        return self.local.open_input_stream(path)
+
+    def open_input_file(self, path):
+        return self.local.open_input_file(path)
+
+    def open_output_stream(self, path, metadata):
+        return pa.OSFile("/dev/full", "wb")
+
+    def open_append_stream(self, path, metadata):
+        return pa.OSFile("/dev/full", "ab")
+
+
+def full_disk(root):
+    return pafs.PyFileSystem(_FullDisk())

@@ -7,8 +7,8 @@ import pyarrow.fs as pafs
 import pytest
 from moto.server import ThreadedMotoServer
 
-from eachlabs_loader import InvalidRequestError, load_executions, read_executions
-from eachlabs_loader.lake import METADATA_FILE
+from eachlabs_loader import StorageError, load_executions, read_executions
+from eachlabs_loader.dataset import METADATA_FILE
 
 CREDENTIALS = {"access_key": "testing", "secret_key": "testing", "region": "us-east-1"}
 
@@ -43,9 +43,7 @@ def objects(filesystem, prefix):
     """Path -> mtime of every object but the state files (each load rewrites its own)."""
     infos = filesystem.get_file_info(pafs.FileSelector(prefix, recursive=True))
     return {
-        i.path: i.mtime
-        for i in infos
-        if i.type == pafs.FileType.File and "/_state/" not in i.path
+        i.path: i.mtime for i in infos if i.type == pafs.FileType.File and "/_state/" not in i.path
     }
 
 
@@ -99,7 +97,7 @@ def test_explicit_filesystem_argument(make_sandbox, s3, monkeypatch):
 
 
 def test_missing_bucket_fails_before_any_request(sandbox, s3):
-    with pytest.raises(InvalidRequestError, match="does not exist"):
+    with pytest.raises(StorageError, match="does not exist"):
         load_executions(
             sandbox.workflows[0].slug,
             base_url=sandbox.base_url,

@@ -69,6 +69,9 @@ def test_unknown_workflow_is_not_found_naming_workflow_offset_and_message(sandbo
     assert "HTTP 404" in message and "workflow not found" in message and "NOT_FOUND" in message
     assert info.value.status_code == 404
     assert len(sandbox.requests) == 1
+    # The vendor's X-Request-Id, to quote to its support: an attribute and in the message.
+    assert info.value.request_id == sandbox.requests[0].request_id
+    assert f"[request id {info.value.request_id}]" in message
 
 
 @pytest.mark.parametrize(

@@ -279,3 +279,15 @@ def test_open_window_keeps_old_executions_finished_and_deleted_workflows_404(mak
     sandbox.insert(sandbox.workflows[0].slug, 300)  # the window does not move with inserts
     assert sandbox.rows(sandbox.workflows[0].slug)[300:] == rows
     assert get(sandbox, "video-upscaler").status_code == 404
+
+
+def test_every_error_answer_carries_a_request_id(sandbox):
+    sandbox.add_fault("status", status=503, times=1)
+    url = f"{sandbox.base_url}/workflows/{sandbox.workflows[0].slug}/executions"
+    failed = requests.get(url, headers={"X-API-Key": sandbox.api_key}, timeout=5)
+    unauthorized = requests.get(url, timeout=5)
+    fine = requests.get(url, headers={"X-API-Key": sandbox.api_key}, timeout=5)
+    ids = [failed.headers.get("X-Request-Id"), unauthorized.headers.get("X-Request-Id")]
+    assert all(ids) and ids[0] != ids[1]
+    assert [r.request_id for r in sandbox.requests] == [*ids, None]
+    assert "X-Request-Id" not in fine.headers
