@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import pandas as pd
 
@@ -32,7 +32,7 @@ from .lake import read_executions
 from .loader import load_executions
 from .result import LoadResult
 from .sandbox import Sandbox
-from .sinks import check_writable_file, write_flat
+from .sinks import FlatFormat, check_writable_file, write_flat
 from .workflows import ALL_WORKFLOWS, load_workflows
 
 EXIT_OK = 0
@@ -106,6 +106,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     _executions_parser(commands)
+    _workflows_parser(commands)
+    _sandbox_parsers(commands)
+    return parser
+
+
+if TYPE_CHECKING:
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def _workflows_parser(commands: Commands) -> None:
     workflows = commands.add_parser(
         "workflows",
         help="list the organisation's workflows",
@@ -120,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     workflows.add_argument("-v", "--verbose", action="count", default=0)
     workflows.add_argument("-q", "--quiet", action="count", default=0)
     workflows.set_defaults(run=_run_workflows)
+
+
+def _sandbox_parsers(commands: Commands) -> None:
     demo = commands.add_parser("demo", help="load a workflow from the built-in sandbox API")
     demo.add_argument("--rows", type=int, default=DEMO_ROWS, help="executions in the demo workflow")
     demo.add_argument("--out", default="demo-lake", help="where to write the Parquet lake")
@@ -141,10 +154,9 @@ def _parser() -> argparse.ArgumentParser:
         help="send every timestamp as ...Z (the docs' form) instead of mixing the forms",
     )
     sandbox.set_defaults(run=_run_sandbox)
-    return parser
 
 
-def _executions_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _executions_parser(commands: Commands) -> None:
     parser = commands.add_parser(
         "executions",
         help="load the executions of one or more workflows",
@@ -175,6 +187,12 @@ def _executions_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     parser.add_argument("--timeout", type=float, metavar="S", help="seconds per request")
     parser.add_argument("--base-url", metavar="URL", help="default: $EACHLABS_BASE_URL or the API")
     parser.add_argument("--api-key-file", metavar="PATH", help="read the key from this file")
+    _run_options(parser)
+    parser.set_defaults(run=_run_executions)
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    """How an ``executions`` run goes: failures, incremental reads, what it shows."""
     parser.add_argument(
         "--on-error",
         choices=("fail", "skip"),
@@ -200,7 +218,6 @@ def _executions_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="errors only")
-    parser.set_defaults(run=_run_executions)
 
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -217,7 +234,7 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(f"duration too long: {text!r}") from None
 
 
-def _flat_format(out: str | None) -> str | None:
+def _flat_format(out: str | None) -> FlatFormat | None:
     """csv or jsonl from a file name (None: stdout, so jsonl); None for other names."""
     lower = (out or ".jsonl").lower()
     if lower.endswith(".csv"):
@@ -253,8 +270,21 @@ def _run_executions(args: argparse.Namespace) -> int:
         raise InvalidRequestError("--incremental needs a Parquet lake: --out DIRECTORY_OR_URI")
     if (args.full_refresh or args.lookback is not None) and not args.incremental:
         raise InvalidRequestError("--full-refresh and --lookback only apply with --incremental")
+    if fmt != "parquet" and args.out:
+        check_writable_file(args.out)
+    result = _load(args, fmt)
+    if not args.quiet:  # the summary goes where the data does not
+        summary = _summary(result, args.out or "stdout", fmt)
+        print(summary, file=sys.stdout if args.out else sys.stderr)
+    if result.errors:
+        return exit_code_for(next(iter(result.errors.values())))
+    return EXIT_OK
+
+
+def _load(args: argparse.Namespace, fmt: str) -> LoadResult:
+    """The load the arguments ask for: into the lake, or a frame written as ``fmt``."""
     workflows = ALL_WORKFLOWS if args.all else args.workflows
-    common = {
+    common: dict[str, Any] = {
         "api_key": _api_key(args),
         "base_url": args.base_url,
         "page_size": args.page_size,
@@ -265,10 +295,8 @@ def _run_executions(args: argparse.Namespace) -> int:
     }
     if args.timeout is not None:
         common["timeout"] = args.timeout
-    if fmt != "parquet" and args.out:
-        check_writable_file(args.out)
     if fmt == "parquet":
-        result = load_executions(
+        written: LoadResult = load_executions(
             workflows,
             args.bulk_id,
             output=args.out,
@@ -277,16 +305,11 @@ def _run_executions(args: argparse.Namespace) -> int:
             lookback=DEFAULT_LOOKBACK if args.lookback is None else args.lookback,
             **common,
         )
-    else:
-        frame = load_executions(workflows, args.bulk_id, **common)
-        result = frame.attrs["eachlabs"]
-        write_flat(frame, args.out or sys.stdout, fmt)  # type: ignore[arg-type]
-    if not args.quiet:  # the summary goes where the data does not
-        summary = _summary(result, args.out or "stdout", fmt)
-        print(summary, file=sys.stdout if args.out else sys.stderr)
-    if result.errors:
-        return exit_code_for(next(iter(result.errors.values())))
-    return EXIT_OK
+        return written
+    frame = load_executions(workflows, args.bulk_id, **common)
+    write_flat(frame, args.out or sys.stdout, "csv" if fmt == "csv" else "jsonl")
+    result: LoadResult = frame.attrs["eachlabs"]
+    return result
 
 
 def _summary(result: LoadResult, where: str, fmt: str) -> str:
@@ -311,7 +334,7 @@ def _summary(result: LoadResult, where: str, fmt: str) -> str:
 
 
 def _run_workflows(args: argparse.Namespace) -> int:
-    fmt = args.format or _flat_format(args.out)
+    fmt: FlatFormat | None = args.format or _flat_format(args.out)
     if fmt is None:
         raise InvalidRequestError(f"--out {args.out!r}: name a .csv or .jsonl file, or --format")
     if args.out:

@@ -265,7 +265,7 @@ def _typed_decoder(
         (name, str | None, None) if field in strings else (name, msgspec.Raw, NULL)
         for name, field in zip(names[1:], fields[1:], strict=True)
     ]
-    row = msgspec.defstruct(
+    row: Any = msgspec.defstruct(
         "Row",
         [(names[0], str), *kinds],
         rename=dict(zip(names, fields, strict=True)),

@@ -18,7 +18,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
-from urllib.request import proxy_bypass_environment
+from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
 
 from .errors import AuthenticationError, InvalidRequestError
 
@@ -333,11 +333,9 @@ def normalize_bulk_id(bulk_id: object) -> str | None:
 
 
 def _validate_int(name: str, value: object, *, low: int, high: int) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Integral)
-        or not low <= value <= high
-    ):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidRequestError(f"{name} must be an integer in {low}..{high}, got {value!r}")
+    if not low <= int(value) <= high:
         raise InvalidRequestError(f"{name} must be an integer in {low}..{high}, got {value!r}")
     return int(value)
 

@@ -84,9 +84,9 @@ def check_compatible(found: pa.Schema, expected: pa.Schema, where: str) -> None:
 
 def _same_kind(found: pa.DataType, wanted: pa.DataType) -> bool:
     if wanted == ARROW_TIMESTAMP:
-        return pa.types.is_timestamp(found) and found.tz in ("UTC", "+00:00", "Etc/UTC")
+        return bool(pa.types.is_timestamp(found) and found.tz in ("UTC", "+00:00", "Etc/UTC"))
     if wanted == ARROW_STRING:
-        return (
+        return bool(
             pa.types.is_string(found) or pa.types.is_large_string(found) or pa.types.is_null(found)
         )
     return bool(found == wanted)

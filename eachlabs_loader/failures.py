@@ -37,6 +37,7 @@ _STATUS_ERRORS: dict[int, type[EachlabsError]] = {
     401: AuthenticationError,
     403: AuthenticationError,
     404: WorkflowNotFoundError,
+    407: AuthenticationError,
     429: RateLimitError,
     **dict.fromkeys(RETRYABLE_STATUSES, ServerError),
 }
@@ -67,6 +68,8 @@ def status_error(reply: Reply, key: str, where: Where) -> EachlabsError:
     api_message, code, details = _error_fields(body, reply.reason)
     request_id = reply.headers.get("X-Request-Id") or None
     text = f"HTTP {reply.status}: {api_message}"
+    if reply.status == 407:
+        text += " (the proxy refused its credentials: check the proxy URL's user and password)"
     if code:
         text += f" (code {code})"
     if details not in (None, "", {}, []):

@@ -50,7 +50,7 @@ ORDER_TOLERANCE = timedelta(seconds=1)
 rows this close are not an order violation, and the scan stops only this far past its bound."""
 
 
-def validate_lookback(lookback: timedelta | float | int) -> timedelta:
+def validate_lookback(lookback: object) -> timedelta:
     """A ``timedelta`` or seconds, zero or more."""
     if isinstance(lookback, timedelta):
         value = lookback
@@ -99,9 +99,10 @@ class WorkflowState:
 
         An open execution without ``created_at`` could be anywhere in the list: read all.
         """
-        if self.high_water_mark is None or None in self.open_executions.values():
+        opened = [when for when in self.open_executions.values() if when is not None]
+        if self.high_water_mark is None or len(opened) < len(self.open_executions):
             return None
-        return min([self.high_water_mark - lookback, *self.open_executions.values()])  # type: ignore[list-item]
+        return min([self.high_water_mark - lookback, *opened])
 
     def to_json(self) -> str:
         return json.dumps(
@@ -191,7 +192,7 @@ class StateTracker:
     def __init__(self) -> None:
         self.flow_id: str | None = None
         self.high_water_mark: datetime | None = None
-        self.open: dict[str, tuple[datetime | None, Any, int]] = {}
+        self.open: dict[str, tuple[pd.Timestamp | None, Any, int]] = {}
         self.rows_seen = 0
 
     def observe(self, frame: pd.DataFrame) -> None:
@@ -329,56 +330,48 @@ class IncrementalScan:
             self._scan = self.full_scan()
             yield from self._scan
             return
+        self.incremental = True
+        yield from self._head(first, pages)
+
+    def _head(self, first: Page, pages: Iterator[Page]) -> Iterator[Page]:
+        """Pages until one reaches below the bound; all of them if the order is broken."""
+        assert self.state is not None
         bound = self.state.stop_before(self.lookback)
         # However the timestamps look, the run reads at least as many rows as the list grew
         # by since the last run: new rows sit at the head, even if a stray created_at (a
         # clock far ahead) made the mark overshoot them.
         grown = _growth(first.total_count, self.state.total_count)
-        self.incremental = True
-        oldest: datetime | None = None
-        recent = StallDetector(self.workflow_id)  # what the last pages held
+        order = _NewestFirst()
         page: Page | None = first
         while page is not None:
             created, _ = parse_timestamps(page.columns.get("created_at", [None] * len(page)))
-            for execution_id, when in zip(page.ids, created.tolist(), strict=True):
-                if pd.isna(when) or recent.seen(execution_id):
-                    continue  # a row shifted down by an insert at the head, seen already
-                if oldest is not None and when > oldest + ORDER_TOLERANCE:
-                    self._fall_back(
-                        f"the list is not newest first (execution {execution_id!r} at offset "
-                        f"{page.offset} is newer than rows before it)"
-                    )
-                    yield page
-                    yield from pages
-                    return
-                oldest = when if oldest is None else min(oldest, when)
-            if page is first and not self._starts_at_the_head(first, created):
+            why = order.violation(page, created)
+            if why is None and page is first:
+                why = self._not_at_the_head(created)
+            if why is not None:
+                self._fall_back(why)
                 yield page
                 yield from pages
                 return
             yield page
-            if (
-                bound is not None
-                and oldest is not None
-                and oldest < bound - ORDER_TOLERANCE
-                and page.offset + len(page) > grown
-            ):
+            oldest = order.oldest
+            below = bound is not None and oldest is not None and oldest < bound - ORDER_TOLERANCE
+            if below and page.offset + len(page) > grown:
                 return
-            recent.record(page.ids, page.offset)
             page = next(pages, None)
 
-    def _starts_at_the_head(self, first: Page, created: pd.Series) -> bool:
-        """The newest row now cannot be older than the newest one seen last time."""
+    def _not_at_the_head(self, created: pd.Series) -> str | None:
+        """Why the first page cannot be the list's head: its newest row is older than the
+        newest one seen last time."""
         assert self.state is not None
         newest, mark = created.max(), self.state.high_water_mark
         if mark is None or pd.isna(newest) or newest >= mark - self.lookback - ORDER_TOLERANCE:
-            return True
-        self._fall_back(
+            return None
+        return (
             f"the first page's newest execution ({newest.isoformat()}) is older than the "
             f"newest one the last run saw ({_iso(mark)}): the list is not newest first "
             "(or its head was deleted)"
         )
-        return False
 
     def _too_deep(self, first: Page, round_trip: float) -> str | None:
         """Why a sequential read down to the oldest open execution would be the slower way."""
@@ -404,6 +397,28 @@ class IncrementalScan:
             self.workflow_id,
             why,
         )
+
+
+class _NewestFirst:
+    """Watches that rows come newest first, and knows the oldest ``created_at`` read."""
+
+    def __init__(self) -> None:
+        self.oldest: datetime | None = None
+        self._recent = StallDetector()  # what the last pages held
+
+    def violation(self, page: Page, created: pd.Series) -> str | None:
+        """Why ``page`` shows the list is not newest first (None: it does not)."""
+        for execution_id, when in zip(page.ids, created.tolist(), strict=True):
+            if pd.isna(when) or self._recent.seen(execution_id):
+                continue  # a row shifted down by an insert at the head, seen already
+            if self.oldest is not None and when > self.oldest + ORDER_TOLERANCE:
+                return (
+                    f"the list is not newest first (execution {execution_id!r} at offset "
+                    f"{page.offset} is newer than rows before it)"
+                )
+            self.oldest = when if self.oldest is None else min(self.oldest, when)
+        self._recent.record(page.ids, page.offset)
+        return None
 
 
 def _growth(now: int | None, then: int | None) -> int:

@@ -244,7 +244,8 @@ class LakeWriter:
                 groups[home].append(position)
         for home, positions in groups.items():
             self._merge_into(home, new.iloc[positions])
-        return new[[not a for a in away]]
+        result: pd.DataFrame = new[[not a for a in away]]
+        return result
 
     def _merge_into(self, key: PartitionKey, new: pd.DataFrame) -> None:
         if new.empty:
@@ -374,9 +375,10 @@ def _count_changed(old: pd.DataFrame, new: pd.DataFrame) -> int:
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     """Newest first, then by id: deterministic files whatever order rows arrived in."""
-    return frame.sort_values(
+    ordered: pd.DataFrame = frame.sort_values(
         ["created_at", "execution_id"], ascending=[False, True], na_position="last", kind="stable"
     ).reset_index(drop=True)
+    return ordered
 
 
 def write_executions(

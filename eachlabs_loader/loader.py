@@ -17,7 +17,6 @@ from datetime import timedelta
 from typing import Any, Literal, TypeVar, overload
 
 import pandas as pd
-import pyarrow.fs as pafs
 
 from .codec import NULL
 from .config import (
@@ -45,7 +44,7 @@ from .pagination import ColumnBuffer, Page
 from .progress import Progress
 from .result import LoadResult
 from .schema import drop_duplicate_executions, normalize_columns, warn_unparseable
-from .storage import resolve_location
+from .storage import FileSystem, resolve_location
 from .transport import EachlabsClient
 from .workflows import exported_workflow_ids, is_all_workflows
 
@@ -62,6 +61,14 @@ of pandas and Arrow calls) a few times only (BENCHMARKS.md, scenario cpu)."""
 
 
 OnError = Literal["raise", "skip"]
+_WRITE_COUNTS = (
+    "output",
+    "rows_written",
+    "rows_inserted",
+    "rows_updated",
+    "partitions_touched",
+    "files_written",
+)
 
 
 @overload
@@ -78,7 +85,7 @@ def load_executions(
     output: None = ...,
     progress: bool | None = ...,
     allow_insecure: bool = ...,
-    filesystem: pafs.FileSystem | None = ...,
+    filesystem: FileSystem | None = ...,
     on_error: OnError = ...,
     incremental: bool = ...,
     full_refresh: bool = ...,
@@ -100,7 +107,7 @@ def load_executions(
     output: Any,
     progress: bool | None = ...,
     allow_insecure: bool = ...,
-    filesystem: pafs.FileSystem | None = ...,
+    filesystem: FileSystem | None = ...,
     on_error: OnError = ...,
     incremental: bool = ...,
     full_refresh: bool = ...,
@@ -121,7 +128,7 @@ def load_executions(
     output: Any = None,
     progress: bool | None = None,
     allow_insecure: bool = False,
-    filesystem: pafs.FileSystem | None = None,
+    filesystem: FileSystem | None = None,
     on_error: OnError = "raise",
     incremental: bool = False,
     full_refresh: bool = False,
@@ -187,13 +194,7 @@ def load_executions(
     every_workflow = is_all_workflows(workflow_id)
     workflow_ids = [] if every_workflow else _workflow_ids(workflow_id)
     bulk_id = normalize_bulk_id(bulk_id)
-    if not isinstance(incremental, bool) or not isinstance(full_refresh, bool):
-        raise InvalidRequestError("incremental and full_refresh must be True or False")
-    lookback = validate_lookback(lookback)
-    if incremental and output is None:
-        raise InvalidRequestError(
-            "incremental=True needs output=: the state of what was loaded lives in the dataset"
-        )
+    plan = _Plan.checked(incremental, full_refresh, lookback, lake=output is not None)
     if incremental and bulk_id is not None:
         raise InvalidRequestError(
             "incremental loads follow a whole workflow; leave bulk_id out (a bulk is loaded "
@@ -220,7 +221,6 @@ def load_executions(
         run = _Run(client, bulk_id, on_error=on_error, progress=bar)
         if writer is None:
             return run.to_frame(workflow_ids)
-        plan = _Plan(incremental and not full_refresh, lookback)
         return run.to_lake(workflow_ids, writer, plan)
 
 
@@ -268,6 +268,19 @@ class _Plan:
 
     incremental: bool = False
     lookback: timedelta = DEFAULT_LOOKBACK
+
+    @classmethod
+    def checked(
+        cls, incremental: object, full_refresh: object, lookback: object, *, lake: bool
+    ) -> _Plan:
+        """The plan the caller's options ask for, or ``InvalidRequestError``."""
+        if not isinstance(incremental, bool) or not isinstance(full_refresh, bool):
+            raise InvalidRequestError("incremental and full_refresh must be True or False")
+        if incremental and not lake:
+            raise InvalidRequestError(
+                "incremental=True needs output=: the state of what was loaded lives in the dataset"
+            )
+        return cls(incremental and not full_refresh, validate_lookback(lookback))
 
 
 class _Run:
@@ -322,15 +335,7 @@ class _Run:
                     writer.add(frame)
             return load.finish(rows=load.rows_fetched)
 
-        try:
-            done, failed = self._each(workflow_ids, one)
-        except EachlabsError:
-            with lock:  # the rows that arrived are exact: kept (after a storage error: none)
-                writer.close()
-            raise
-        except BaseException:
-            writer.abort()  # interrupted: every file stays as it was
-            raise
+        done, failed = self._each_into(writer, lock, workflow_ids, one)
         with lock:
             written = writer.close()
         if self.bulk_id is None:  # a bulk's rows say nothing about the rest of the workflow
@@ -340,16 +345,27 @@ class _Run:
                     writer.ensure_identity()
                     write_state(writer.location, state)
         result = self._combine(done, failed)
-        for name in (
-            "output",
-            "rows_written",
-            "rows_inserted",
-            "rows_updated",
-            "partitions_touched",
-            "files_written",
-        ):
+        for name in _WRITE_COUNTS:
             setattr(result, name, getattr(written, name))
         return result
+
+    def _each_into(
+        self,
+        writer: LakeWriter,
+        lock: threading.Lock,
+        workflow_ids: list[str],
+        task: Callable[[str], LoadResult],
+    ) -> tuple[dict[str, LoadResult], dict[str, EachlabsError]]:
+        """``_each``; if it raises, what arrived is kept unless it was interrupted."""
+        try:
+            return self._each(workflow_ids, task)
+        except EachlabsError:
+            with lock:  # the rows that arrived are exact: kept (after a storage error: none)
+                writer.close()
+            raise
+        except BaseException:
+            writer.abort()  # interrupted: every file stays as it was
+            raise
 
     def _query(self, workflow_id: str) -> ListQuery:
         """The list request for a workflow id validated at the edge."""
@@ -377,7 +393,7 @@ class _Run:
         if errors and self.on_error == "raise":
             raise next(iter(errors.values()))
         done = {w: o for w, o in outcomes.items() if not isinstance(o, EachlabsError)}
-        return done, errors  # type: ignore[return-value]
+        return done, errors
 
     def _combine(
         self, results: dict[str, LoadResult], failed: dict[str, EachlabsError]

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .errors import describe_location
@@ -125,7 +125,7 @@ class ConcurrentScan:
         tail = yield from self._pooled(second, stride)
         yield from self._sequential(tail)
 
-    def _pooled(self, prev: Page, stride: int) -> Iterator[Page]:
+    def _pooled(self, prev: Page, stride: int) -> Generator[Page, None, Page]:
         """The planned pages after ``prev``, if ``total_count`` plans any; returns the last."""
         if prev.total_count is None or self._end.ends(prev):
             return prev
@@ -186,7 +186,7 @@ class ConcurrentScan:
         with self._lock:
             return self.stats.count(page)
 
-    def _planned(self, first: Page, stride: int, total: int) -> Iterator[Page]:
+    def _planned(self, first: Page, stride: int, total: int) -> Generator[Page, None, Page]:
         """The pages ``total_count`` announces, in parallel; returns the last page of the chain."""
         offsets = iter(range(first.offset + stride, total, stride))
         prev = first
@@ -277,7 +277,7 @@ class ConcurrentScan:
             return page.offset
         return max(0, page.offset + latest - page.total_count)
 
-    def _bridge(self, prev: Page, target: Page) -> Iterator[Page]:
+    def _bridge(self, prev: Page, target: Page) -> Generator[Page, None, Page]:
         """Re-fetch sequentially from where ``prev`` is now until a page meets ``target``.
 
         Returns the last page fetched. Nothing between ``prev`` and ``target`` can be above

@@ -73,9 +73,9 @@ class RetryPolicy:
 
     def compute_wait(self, attempt: int, exc: BaseException | None) -> float:
         """Wait before retry number ``attempt`` (1-based) after ``exc``."""
-        backoff = min(self.max_wait_s, self.initial_wait_s * 2 ** (attempt - 1))
+        backoff = min(self.max_wait_s, self.initial_wait_s * 2.0 ** (attempt - 1))
         wait = backoff * self.rng.uniform(0.5, 1.0)
-        retry_after = getattr(exc, "retry_after", None)
+        retry_after: float | None = getattr(exc, "retry_after", None)
         if retry_after is not None:
             wait = max(wait, retry_after)
         return min(wait, self.max_wait_s)

@@ -82,7 +82,8 @@ def dtype_for(column: str) -> Any:
 
 def empty_frame(columns: Sequence[str] = COLUMNS) -> pd.DataFrame:
     """A zero-row frame with the contract's columns and dtypes."""
-    return pd.DataFrame({c: pd.Series([], dtype=dtype_for(c)) for c in columns})
+    result: pd.DataFrame = pd.DataFrame({c: pd.Series([], dtype=dtype_for(c)) for c in columns})
+    return result
 
 
 def normalize_executions(
@@ -141,7 +142,8 @@ def normalize_strings(values: Sequence[Any]) -> pd.Series:
         text = pa.array(values, type=pa.large_string())
     except (pa.ArrowTypeError, pa.ArrowInvalid):
         text, _ = text_from_fragments(fragments_to_arrow(values))
-    return pd.Series(pd.arrays.ArrowStringArray(text))
+    result: pd.Series = pd.Series(pd.arrays.ArrowStringArray(text))
+    return result
 
 
 def normalize_timestamps(values: Sequence[Any], *, column: str = "timestamp") -> pd.Series:
@@ -193,7 +195,8 @@ def _cast_rfc3339(strings: pa.Array) -> pd.Series | None:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     micros = cast.cast(pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy()
-    return pd.Series(micros.view("datetime64[us]")).dt.tz_localize("UTC")
+    result: pd.Series = pd.Series(micros.view("datetime64[us]")).dt.tz_localize("UTC")
+    return result
 
 
 def warn_unparseable(counts: Mapping[str, int]) -> None:
@@ -224,7 +227,8 @@ def _parse_iso_strings(strings: pa.Array) -> pd.Series:
     def number(name: str, default: str = "0") -> np.ndarray:
         text = field(name)
         text = pc.if_else(pc.equal(text, ""), default, text)
-        return pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False)
+        result: np.ndarray = pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False)
+        return result
 
     year, month, day = number("y", "1970"), number("mo", "1"), number("d", "1")
     hour, minute, second = number("h"), number("mi"), number("s")
@@ -253,7 +257,8 @@ def _parse_iso_strings(strings: pa.Array) -> pd.Series:
     )
     micros = seconds * 1_000_000 + frac_us
     values = np.where(valid, micros, np.iinfo(np.int64).min).view("datetime64[us]")
-    return pd.Series(values).dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE)
+    result: pd.Series = pd.Series(values).dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE)
+    return result
 
 
 def _days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
@@ -263,13 +268,15 @@ def _days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np
     year_of_era = y - era * 400
     day_of_year = (153 * np.where(month > 2, month - 3, month + 9) + 2) // 5 + day - 1
     day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
-    return era * 146_097 + day_of_era - 719_468
+    result: np.ndarray = era * 146_097 + day_of_era - 719_468
+    return result
 
 
 def _days_in_month(year: np.ndarray, month: np.ndarray) -> np.ndarray:
     leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
     days = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[np.clip(month, 0, 12)]
-    return days + ((month == 2) & leap)
+    result: np.ndarray = days + ((month == 2) & leap)
+    return result
 
 
 def drop_duplicate_executions(frame: pd.DataFrame) -> pd.DataFrame:
@@ -278,7 +285,8 @@ def drop_duplicate_executions(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     by_recency = frame.sort_values("updated_at", na_position="first", kind="stable")
     keep = by_recency.index[~by_recency["execution_id"].duplicated(keep="last")]
-    return frame.loc[keep.sort_values()].reset_index(drop=True)
+    result: pd.DataFrame = frame.loc[keep.sort_values()].reset_index(drop=True)
+    return result
 
 
 def conform_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -305,11 +313,14 @@ def conform_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _conform_timestamps(series: pd.Series, column: str) -> pd.Series:
+    utc: pd.Series
     if isinstance(series.dtype, pd.DatetimeTZDtype):
-        return series.dt.tz_convert("UTC").astype(TIMESTAMP_DTYPE).reset_index(drop=True)
-    if pd.api.types.is_datetime64_dtype(series.dtype):
-        return series.dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE).reset_index(drop=True)
-    return normalize_timestamps(_none_for_missing(series), column=column)
+        utc = series.dt.tz_convert("UTC")
+    elif pd.api.types.is_datetime64_dtype(series.dtype):
+        utc = series.dt.tz_localize("UTC")
+    else:
+        return normalize_timestamps(_none_for_missing(series), column=column)
+    return utc.astype(TIMESTAMP_DTYPE).reset_index(drop=True)
 
 
 def _conform_strings(series: pd.Series) -> pd.Series:
@@ -353,7 +364,8 @@ def arrow_to_frame(table: pa.Table) -> pd.DataFrame:
     for column in frame.columns:
         if column in TIMESTAMP_COLUMNS:
             frame[column] = frame[column].astype(TIMESTAMP_DTYPE)
-    return frame
+    result: pd.DataFrame = frame
+    return result
 
 
 _PANDAS_TYPES = {

@@ -38,7 +38,7 @@ from urllib.parse import unquote
 import certifi
 import requests
 import urllib3.exceptions as u3
-from requests import Session
+from requests import Session as Session
 from urllib3.connection import HTTPConnection, HTTPSConnection, ProxyConfig
 from urllib3.response import HTTPResponse
 from urllib3.util import Url, make_headers, parse_url
@@ -125,10 +125,16 @@ class Wire:
             target = parse_url(url)  # IRIs: the host in IDNA, the rest percent-encoded
             origin = _origin(target)
             connection = self._checkout(origin) or self._connect(origin, timeout)
+            forwarded = self._proxy is not None and target.scheme == "http"
+            if forwarded:  # the proxy reads this request: its credentials go with it
+                headers = {**headers, **self._proxy_headers}
             try:
                 connection.timeout = timeout[1]
                 connection.request(
-                    "GET", self._request_target(target), headers=headers, preload_content=False
+                    "GET",
+                    target.url if forwarded else target.request_uri,
+                    headers=headers,
+                    preload_content=False,
                 )
             except BaseException:
                 connection.close()
@@ -175,12 +181,6 @@ class Wire:
             parts.append(chunk)
         return b"".join(parts)
 
-    def _request_target(self, target: Url) -> str:
-        """Origin form (``/path?q``), or the absolute URL for a forwarding proxy."""
-        if self._proxy is not None and target.scheme == "http":
-            return target.url
-        return target.request_uri
-
     def _checkout(self, origin: Origin) -> HTTPConnection | None:
         """The most recently used idle connection to ``origin`` the server kept open."""
         while True:
@@ -219,7 +219,7 @@ class Wire:
                 connection.set_tunnel(
                     host, port, headers=self._proxy_headers, scheme=proxy.scheme or "http"
                 )
-        connection.response_class = self._response_class  # type: ignore[misc]
+        connection.response_class = self._response_class  # type: ignore[assignment]
         connection.connect()
         return connection
 

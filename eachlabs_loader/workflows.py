@@ -7,7 +7,7 @@ on a short page). Imports ``config``, ``transport``, ``schema`` and ``errors``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import pandas as pd
@@ -103,7 +103,7 @@ def exported_workflow_ids(client: EachlabsClient) -> list[str]:
     return frame.loc[keep, "workflow_id"].tolist()
 
 
-def normalize_workflows(columns: dict[str, Sequence[Any]]) -> pd.DataFrame:
+def normalize_workflows(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
     """Typed workflows, one row per ``workflow_id`` (the first seen wins: newest first)."""
     size = len(columns.get("workflow_id", ()))
     names = list(WORKFLOW_COLUMNS) + [c for c in columns if c not in WORKFLOW_COLUMNS]
@@ -127,4 +127,5 @@ def normalize_workflows(columns: dict[str, Sequence[Any]]) -> pd.DataFrame:
             data[name] = normalize_strings(values).astype(STRING_DTYPE)
     warn_unparseable(lost)
     frame = pd.DataFrame(data)
-    return frame.drop_duplicates("workflow_id", keep="first").reset_index(drop=True)
+    result: pd.DataFrame = frame.drop_duplicates("workflow_id", keep="first").reset_index(drop=True)
+    return result

@@ -49,18 +49,3 @@ def test_error_tree():
         if isinstance(c, type) and getattr(c, "retryable", False)
     }
     assert retryable == {"RateLimitError", "ServerError", "TransportError", "InvalidResponseError"}
-
-
-def test_http_libraries_and_tenacity_enter_through_one_door_each():
-    import pathlib
-    import re
-
-    package = pathlib.Path(eachlabs_loader.__file__).parent
-    doors = {"requests": {"wire.py"}, "urllib3": {"wire.py"}, "tenacity": {"retry.py"}}
-    for library, allowed in doors.items():
-        users = {
-            p.name
-            for p in package.glob("*.py")
-            if re.search(rf"^\s*(import|from) {library}\b", p.read_text(), re.M)
-        }
-        assert users == allowed, library

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -228,7 +228,7 @@ class Sandbox:
         Their ``status``, ``ended_at`` and ``updated_at`` change, as on the real service.
         """
         workflow = self.workflow(key)
-        finished = []
+        finished: list[str] = []
         for index in range(self.count(key) - 1, -1, -1):
             if n is not None and len(finished) >= n:
                 break
@@ -248,6 +248,11 @@ class Sandbox:
 
     def expected_ids(self, key: str, bulk_id: str | None = None) -> list[str]:
         return [row["execution_id"] for row in self.rows(key, bulk_id)]
+
+    def page_json(self, key: str, offset: int, limit: int, bulk_id: str | None = None) -> bytes:
+        """The body this sandbox serves for a page (so other servers can serve the same data;
+        head inserts apply as for a request)."""
+        return self._page_bytes(self.workflow(key), offset, limit, bulk_id)
 
     # -- request log -----------------------------------------------------------------------
 
@@ -344,7 +349,7 @@ class Sandbox:
         if bulk_id is None:
             total = count
             top = count - 1 - offset
-            indices = range(top, max(top - limit, -1), -1)
+            indices: Sequence[int] = range(top, max(top - limit, -1), -1)
         else:
             matching = self._indices(workflow, bulk_id, count)
             total, indices = len(matching), matching[offset : offset + limit]
