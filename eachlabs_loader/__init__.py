@@ -1,6 +1,8 @@
 """eachlabs_loader: Eachlabs workflow executions into pandas, exactly once and typed.
 
 The front door is ``load_executions``; ``EachlabsClient`` reuses connections and pages lazily.
+Which module may import which is the import contract in ``pyproject.toml``
+(``[tool.importlinter]``), checked by ``make test``.
 """
 
 from .config import DEFAULT_BASE_URL, Settings, resolve_settings

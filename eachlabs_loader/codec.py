@@ -9,7 +9,7 @@ the typed decoder rejects (an unknown field) takes the generic path: rows decode
 pages are fast again. A body that is not a page at all is checked by
 ``pagination.parse_executions_page`` for a precise error.
 
-msgspec enters the package here only. Imports ``pagination`` and ``errors``.
+msgspec enters the package here only.
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@
 An unreadable ``_common_metadata`` (truncated, not Parquet) is treated like an unreadable
 state file: a WARNING, the schema read from the data files themselves, and a new file
 written with the next load (with a new dataset id, so incremental runs re-read in full).
-Imports ``schema``, ``storage`` and ``errors``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every message names the workflow and offset, says what the API said (its ``error``,
 ``code``, ``details`` and ``X-Request-Id``), and has the API key blanked out, before
-anything is cut or parsed. Imports ``wire`` (for ``Reply``/``WireError``) and ``errors``.
+anything is cut or parsed.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ One file per partition. Writing a partition merges its old rows with the new one
 new partition file (``storage.StagedFiles``) and makes them visible only once every merge
 has succeeded, so a file that turns out incompatible, a full disk or an interrupted load
 leaves every file of the dataset as it was. A partition whose merge changes nothing is not
-rewritten. Imports ``dataset``, ``schema``, ``storage`` and ``errors``.
+rewritten.
 """
 
 from __future__ import annotations
@@ -125,6 +125,8 @@ class LakeWriter:
 
     def add(self, frame: pd.DataFrame) -> None:
         """Buffer a contract frame by partition; stage the partitions it shows complete."""
+        if self._failure is not None:
+            raise self._failure  # another workflow's rows met it: this load writes nothing
         if frame.empty:
             return
         self._grow_schema(frame)

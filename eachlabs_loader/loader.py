@@ -1,8 +1,7 @@
 """The front door: ``load_executions`` resolves settings once, pages, normalises, and either
 returns a DataFrame or streams into the Parquet lake.
 
-Imports ``config``, ``transport``, ``schema``, ``storage``, ``lake`` and ``errors``; nothing
-imports it but the package root and the CLI.
+Nothing imports it but the package root and the CLI.
 """
 
 from __future__ import annotations

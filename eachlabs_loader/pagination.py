@@ -1,7 +1,7 @@
 """Paging over the live, newest-first list: the arithmetic, the stop rule, the page shape.
 
 Pure: plain Python values in, decisions out (the scans that use them are ``sequential`` and
-``parallel``); ``PageRequest`` is the shape of a page asked for. Imports only ``errors``.
+``parallel``); ``PageRequest`` is the shape of a page asked for.
 
 The rules (see shared/eachlabs-api.md):
 - next offset = offset sent + rows received (the response's ``offset``/``limit`` are hints);

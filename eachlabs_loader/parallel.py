@@ -11,8 +11,7 @@ only push rows further down, so nothing after that page can be above it) until a
 the later one. A chain whose every link shares a row, ending in the list's last page, holds
 every row that existed from start to end, whatever was inserted or deleted meanwhile.
 
-Paging logic over ``request_page(offset) -> PageRequest``; imports ``pagination``,
-``sequential`` and ``errors``.
+Paging logic over ``request_page(offset) -> PageRequest`` (see ``pagination``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``tqdm.auto`` renders as a widget in notebooks and as text in terminals. The bar is on by
 default only where someone watches (a terminal on stderr, or a Jupyter kernel) and shows
-counts, retries and waits — never a URL or a key. Imports nothing from the package.
+counts, retries and waits — never a URL or a key.
 """
 
 from __future__ import annotations

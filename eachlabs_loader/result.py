@@ -1,7 +1,4 @@
-"""LoadResult: what one load or write did, for logs, schedulers and notebooks.
-
-Imports nothing from the package.
-"""
+"""LoadResult: what one load or write did, for logs, schedulers and notebooks."""
 
 from __future__ import annotations
 

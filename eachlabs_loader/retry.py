@@ -3,7 +3,7 @@
 Built on tenacity. An error is retried if and only if its class says ``retryable``; the
 wait is exponential with jitter, at least the server's ``Retry-After``, capped per wait and
 in total. ``sleep`` is injectable so tests run retries without waiting.
-Imports only ``errors`` (and tenacity, which enters the package here and nowhere else).
+tenacity enters the package here and nowhere else.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """The DataFrame contract: columns, dtypes, the normalisation of raw rows, the Arrow schema.
 
-Takes plain dicts, returns pandas/Arrow objects; never imports ``transport`` or ``requests``.
-Imports only ``errors`` (and pandas, pyarrow).
+Takes plain values, returns pandas/Arrow objects; knows nothing of HTTP.
 
 - One row per ``execution_id`` (the newest ``updated_at`` wins, later arrival breaks ties).
 - Columns: ``CORE_COLUMNS``, then the documented optional fields, then any other field the

@@ -6,7 +6,7 @@ handed over, the one after it (guessing it starts where a page as full as this o
 end, within ``total_count``) before that page is even decoded. Still one request in flight
 at a time, each sent after the previous answer, as in a plain sequential scan, so the scan
 is exact while the list grows (inserts give duplicates, never holes); a wrong guess is
-dropped unread. The paging rules are ``pagination``'s. Imports ``pagination`` only.
+dropped unread. The paging rules are ``pagination``'s.
 """
 
 from __future__ import annotations

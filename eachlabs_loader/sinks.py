@@ -3,7 +3,7 @@
 Timestamps are written as ISO 8601 UTC with microseconds (``2025-01-01T10:00:00.123456Z``),
 missing values as empty CSV fields or JSON ``null``. A file is written whole under a
 temporary name and then renamed, so a reader never sees half of it. (The Parquet lake is
-``lake``.) Imports ``storage`` (whose ``storage_errors`` names the path of any failure).
+``lake``.) A failure is a ``StorageError`` naming the path (``storage.storage_errors``).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 before any API request, read, and written so that readers never see a part of a file.
 
 The only module that touches files: every ``OSError`` and pyarrow error of reading or
-writing becomes a ``StorageError`` naming the path, here. Imports only ``errors`` (and
-pyarrow, whose filesystems enter the package here).
+writing becomes a ``StorageError`` naming the path, here (pyarrow's filesystems and
+datasets enter the package here).
 
 The commit protocol, for every filesystem: write the whole file under a hidden temporary
 name beside its target, then make it visible in one step: ``os.replace`` (atomic rename,

@@ -5,7 +5,7 @@ AIMD, as TCP does it: requests in flight are capped by a limit that halves when 
 once) and grows back by one slot per ``limit`` successes. While a ``Retry-After`` pause runs,
 no new request is sent; a retry goes when its retry policy (``retry``, which honours
 ``Retry-After`` too) says so. The gate decides how many requests fly, never whether or when
-to retry one. Stdlib only; imports nothing from the package.
+to retry one. Stdlib only.
 """
 
 from __future__ import annotations

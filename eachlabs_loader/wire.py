@@ -18,7 +18,7 @@ What this module adds is bounds: a body over ``max_body_bytes`` (decoded size in
 refused, and the bytes read for one answer are budgeted, so a broken framing (a negative
 chunk size, which http.client reads as "to the end of the connection") ends in an error in
 bounded memory. ``ssl`` is imported only to tell certificate failures apart.
-requests and urllib3 enter the package here only. Imports nothing from the package.
+requests and urllib3 enter the package here only.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 from urllib.parse import unquote
+from weakref import WeakKeyDictionary
 
 import certifi
 import requests
@@ -101,9 +102,11 @@ class Wire:
         self.maxsize = max(maxsize, 1)
         self.max_body_bytes = max_body_bytes
         self._tls = _tls_options(ca_bundle)
-        self._proxy = _proxy_url(proxy) if proxy else None
-        self._proxy_headers = _proxy_headers(self._proxy)
+        proxy_url = _proxy_url(proxy) if proxy else None
+        self._proxy_headers = _proxy_headers(proxy_url)  # the credentials live here only
+        self._proxy = proxy_url._replace(auth=None) if proxy_url else None
         self._idle: list[tuple[Origin, HTTPConnection]] = []
+        self._origins: WeakKeyDictionary[HTTPConnection, Origin] = WeakKeyDictionary()
         self._lock = threading.Lock()
         self._closed = False
         self._response_class = partial(
@@ -142,8 +145,9 @@ class Wire:
             return connection
 
     def receive(self, connection: HTTPConnection, url: str) -> Reply:
-        """The answer to the request ``send`` put on ``connection``; the connection goes
-        back to the idle pool if the server keeps it open and nothing else is on it."""
+        """The answer to the request ``send`` put on ``connection`` (for ``url``); the
+        connection goes back to the idle pool if the server keeps it open and nothing else
+        is on it."""
         try:
             with self._wire_errors():
                 response = connection.getresponse()
@@ -151,7 +155,7 @@ class Wire:
         except BaseException:
             connection.close()
             raise
-        self._checkin(connection, _origin(parse_url(url)))
+        self._checkin(connection)
         return Reply(response.status, response.reason or "", response.headers, body, url)
 
     def discard(self, connection: HTTPConnection) -> None:
@@ -193,8 +197,9 @@ class Wire:
                 return connection
             connection.close()
 
-    def _checkin(self, connection: HTTPConnection, origin: Origin) -> None:
-        if connection.is_connected:  # False once closed, or with bytes past the answer
+    def _checkin(self, connection: HTTPConnection) -> None:
+        origin = self._origins.get(connection)
+        if origin is not None and connection.is_connected:  # not closed, nothing unread
             with self._lock:
                 if not self._closed and len(self._idle) < self.maxsize:
                     self._idle.append((origin, connection))
@@ -221,6 +226,7 @@ class Wire:
                 )
         connection.response_class = self._response_class  # type: ignore[assignment]
         connection.connect()
+        self._origins[connection] = origin
         return connection
 
     @contextmanager
@@ -368,13 +374,14 @@ def _tls_problem(exc: BaseException) -> str | None:
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
-            return f"certificate verify failed: {seen.verify_message}"
+            detail = getattr(seen, "verify_message", None) or seen.strerror or str(seen)
+            return f"certificate verify failed: {detail}"
         if isinstance(seen, u3.SSLError) or type(seen).__name__ == "CertificateError":
             return str(seen) or seen.__class__.__name__
         if isinstance(seen, ssl.SSLError) and not isinstance(
             seen, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
         ):
-            return seen.reason or str(seen)
+            return getattr(seen, "reason", None) or str(seen)
         seen = seen.__cause__ or seen.__context__
     return None
 

@@ -1,7 +1,7 @@
 """The organisation's workflows: ``load_workflows()`` and the ``ALL_WORKFLOWS`` marker.
 
 ``GET {base}/workflows`` is paged like the executions list (offset + rows received, ends
-on a short page). Imports ``config``, ``transport``, ``schema`` and ``errors``.
+on a short page).
 """
 
 from __future__ import annotations

@@ -570,3 +570,21 @@ class _FullDisk(pafs.FileSystemHandler):
 
 def full_disk(root):
     return pafs.PyFileSystem(_FullDisk())
+
+
+def test_an_incompatible_file_stops_a_load_of_many_workflows_even_when_skipping(
+    lake_sandbox, tmp_path
+):
+    first, second = (w.slug for w in lake_sandbox.workflows[:2])
+    load(lake_sandbox, [first, second], output=tmp_path)
+    mine = [f for f in data_files(tmp_path) if lake_sandbox.workflow(first).id in f]
+    table = pq.read_table(tmp_path / max(mine))
+    pq.write_table(
+        table.set_column(0, "execution_id", pa.array(range(table.num_rows))), tmp_path / max(mine)
+    )
+    before = data_files(tmp_path)
+    lake_sandbox.insert(first, 3)
+    lake_sandbox.insert(second, 3)  # the other workflow has rows to write too
+    with pytest.raises(SchemaMismatchError):
+        load(lake_sandbox, [first, second], output=tmp_path, on_error="skip")
+    assert data_files(tmp_path) == before
