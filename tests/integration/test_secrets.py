@@ -38,7 +38,7 @@ def all_text(*objects) -> str:
     return "\n".join(repr(o) + "\n" + str(o) for o in objects)
 
 
-@pytest.mark.parametrize("wire", ["sockets", "requests.Session"])
+@pytest.mark.parametrize("wire", ["urllib3", "requests.Session"])
 def test_no_log_record_at_any_level_carries_the_key(api, caplog, wire):
     api.add_fault("status", status=503, retry_after="0", times=1, body={"error": f"bad {KEY}"})
     api.add_fault(
@@ -47,7 +47,7 @@ def test_no_log_record_at_any_level_carries_the_key(api, caplog, wire):
     api.add_fault("drop", times=1)
     with caplog.at_level(logging.DEBUG):  # the root logger: ours, urllib3's, everyone's
         logging.getLogger("urllib3").setLevel(logging.DEBUG)
-        if wire == "sockets":
+        if wire == "urllib3":
             frame = load(api, concurrency=1, progress=False)
         else:
             settings = resolve_settings(KEY, api.base_url, concurrency=1)
@@ -56,7 +56,7 @@ def test_no_log_record_at_any_level_carries_the_key(api, caplog, wire):
     assert len(frame) == 250
     messages = [r.getMessage() for r in caplog.records]
     assert any(r.levelno == logging.DEBUG and "GET " in r.getMessage() for r in caplog.records)
-    if wire != "sockets":
+    if wire != "urllib3":
         assert any("urllib3" in r.name for r in caplog.records)  # urllib3 did log, at DEBUG
     assert any("retry" in m for m in messages)
     assert KEY not in "\n".join(messages)
