@@ -42,6 +42,13 @@ NULL = msgspec.Raw(b"null")
 """The fragment of a missing value (absent fields decode to it too)."""
 
 _encoder = msgspec.json.Encoder()
+ENCODE_ERRORS: tuple[type[Exception], ...] = (
+    TypeError,
+    ValueError,
+    OverflowError,
+    msgspec.MsgspecError,
+)
+"""What encoding a Python value as JSON text can raise (a value no JSON can hold)."""
 
 
 def to_json_text(value: Any) -> str | None:

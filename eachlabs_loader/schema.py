@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .codec import fragments_to_arrow, text_from_fragments
+from .codec import ENCODE_ERRORS, fragments_to_arrow, text_from_fragments
 from .errors import InvalidRequestError, UnparseableTimestampWarning
 from .pagination import columns_from_rows
 
@@ -295,20 +295,33 @@ def conform_frame(frame: pd.DataFrame) -> pd.DataFrame:
     columns are added as nulls, timestamps are parsed or converted to UTC microseconds, and
     other values become strings (objects as JSON text), as in ``normalize_executions``.
     """
-    if "execution_id" not in frame.columns:
+    if not isinstance(frame, pd.DataFrame):
+        raise InvalidRequestError(f"expected a pandas DataFrame, got {type(frame).__name__}")
+    names = {str(c): c for c in frame.columns}
+    if len(names) != len(frame.columns):
+        raise InvalidRequestError("the DataFrame has two columns of the same name")
+    if "execution_id" not in names:
         raise InvalidRequestError("the DataFrame has no 'execution_id' column")
-    if frame["execution_id"].isna().any():
+    if frame[names["execution_id"]].isna().any():
         raise InvalidRequestError("the DataFrame has rows without an execution_id")
-    columns = list(COLUMNS) + [str(c) for c in frame.columns if c not in set(COLUMNS)]
     data = {}
-    for column in columns:
-        if column not in frame.columns:
+    for column in list(COLUMNS) + [n for n in names if n not in _COLUMN_SET]:
+        if column not in names:
             data[column] = pd.Series([None] * len(frame), dtype=dtype_for(column))
-        elif column in TIMESTAMP_COLUMNS:
-            data[column] = _conform_timestamps(frame[column], column)
-        else:
-            data[column] = _conform_strings(frame[column])
+            continue
+        try:
+            data[column] = _conform_column(frame[names[column]], column)
+        except ENCODE_ERRORS as exc:
+            raise InvalidRequestError(
+                f"column {column!r} holds a value that cannot be stored ({exc})"
+            ) from exc
     return drop_duplicate_executions(pd.DataFrame(data).reset_index(drop=True))
+
+
+def _conform_column(series: pd.Series, column: str) -> pd.Series:
+    if column in TIMESTAMP_COLUMNS:
+        return _conform_timestamps(series, column)
+    return _conform_strings(series)
 
 
 def _conform_timestamps(series: pd.Series, column: str) -> pd.Series:

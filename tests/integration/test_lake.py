@@ -588,3 +588,26 @@ def test_an_incompatible_file_stops_a_load_of_many_workflows_even_when_skipping(
     with pytest.raises(SchemaMismatchError):
         load(lake_sandbox, [first, second], output=tmp_path, on_error="skip")
     assert data_files(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        [{"execution_id": "a"}],
+        None,
+        pd.DataFrame([["a", "b"]], columns=["execution_id", "execution_id"]),
+        pd.DataFrame({"execution_id": ["a"], "inputs": [object()]}),
+        pd.DataFrame({"execution_id": ["a"], "created_at": [object()]}),
+    ],
+    ids=["not-a-frame", "none", "two-id-columns", "unencodable-value", "unencodable-time"],
+)
+def test_a_frame_that_cannot_be_written_is_a_typed_error_and_writes_nothing(tmp_path, frame):
+    with pytest.raises(InvalidRequestError):
+        write_executions(frame, tmp_path / "lake")
+    assert not (tmp_path / "lake").exists() or data_files(tmp_path / "lake") == {}
+
+
+def test_a_hand_made_frame_with_non_string_column_names_keeps_those_columns(tmp_path):
+    frame = pd.DataFrame({"execution_id": ["a"], 7: ["seven"]})
+    write_executions(frame, tmp_path)
+    assert read_executions(tmp_path)["7"].tolist() == ["seven"]
