@@ -255,11 +255,15 @@ def _output_format(args: argparse.Namespace) -> str:
 def _api_key(args: argparse.Namespace) -> str | None:
     if not args.api_key_file:
         return None
+    problem = None
     try:
         with open(args.api_key_file, encoding="utf-8") as handle:
             return handle.read().strip()
     except OSError as exc:
-        raise InvalidRequestError(f"cannot read --api-key-file: {exc.strerror}") from exc
+        problem = exc.strerror or exc.__class__.__name__
+    except UnicodeDecodeError:
+        problem = "not UTF-8 text"  # the error's own text would hold the key's bytes
+    raise InvalidRequestError(f"cannot read --api-key-file: {problem}")
 
 
 def _run_executions(args: argparse.Namespace) -> int:

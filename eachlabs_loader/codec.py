@@ -164,17 +164,22 @@ class PageDecoder:
     def __init__(self, fields: Sequence[str] = API_FIELDS) -> None:
         self._lock = threading.Lock()
         rest = (f for f in fields if f != "execution_id")
-        self._fields: tuple[str, ...] = ("execution_id", *rest)
-        self._strings = STRING_FIELDS & set(self._fields)
-        self._decoder, self._getter = _typed_decoder(self._fields, self._strings)
+        known: tuple[str, ...] = ("execution_id", *rest)
+        self._strings = STRING_FIELDS & set(known)
+        # One tuple, swapped in one assignment: a thread decoding while another learns a new
+        # field sees the old decoder with its fields or the new one with its, never a mix.
+        self._typed: tuple[Any, Any, tuple[str, ...]] = (
+            *_typed_decoder(known, self._strings),
+            known,
+        )
 
     @property
     def fields(self) -> tuple[str, ...]:
-        return self._fields
+        return self._typed[2]
 
     def decode(self, data: bytes, *, offset: int, limit: int) -> Page:
         """The page in ``data``, or ``InvalidResponseError`` (retryable) if it is not one."""
-        decoder, getter, fields = self._decoder, self._getter, self._fields
+        decoder, getter, fields = self._typed
         try:
             body = decoder.decode(data)
         except msgspec.ValidationError as exc:
@@ -209,14 +214,15 @@ class PageDecoder:
             parse_executions_page(decode_json(data), offset=offset, limit=limit)
             raise InvalidResponseError("the response is not a page of executions") from None
         rows: list[dict[str, msgspec.Raw]] = body.executions or []
-        names: dict[str, None] = dict.fromkeys(self._fields)
+        known = self.fields
+        names: dict[str, None] = dict.fromkeys(known)
         for row in rows:
             names.update(dict.fromkeys(row))
         ids = [_execution_id(row, position) for position, row in enumerate(rows)]
         columns: dict[str, list[Any]] = {"execution_id": ids}
         for name in list(names)[1:]:
             columns[name] = [row.get(name, NULL) for row in rows]
-        self._learn([n for n in names if n not in self._fields])
+        self._learn([n for n in names if n not in known])
         return Page(
             offset,
             limit,
@@ -228,9 +234,9 @@ class PageDecoder:
     def _learn(self, new: list[str]) -> None:
         if new:
             with self._lock:
-                fields = self._fields + tuple(n for n in new if n not in self._fields)
-                self._decoder, self._getter = _typed_decoder(fields, self._strings)
-                self._fields = fields
+                known = self.fields
+                fields = known + tuple(n for n in new if n not in known)
+                self._typed = (*_typed_decoder(fields, self._strings), fields)
 
     def _unlearn_string(self, message: str) -> None:
         """A documented string field came as something else: decode it raw from now on."""
@@ -239,7 +245,7 @@ class PageDecoder:
         if name in self._strings and name != "execution_id":
             with self._lock:
                 self._strings = self._strings - {name}
-                self._decoder, self._getter = _typed_decoder(self._fields, self._strings)
+                self._typed = (*_typed_decoder(self.fields, self._strings), self.fields)
 
 
 def _execution_id(row: dict[str, msgspec.Raw], position: int) -> str:

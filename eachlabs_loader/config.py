@@ -17,7 +17,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
 
 from .errors import AuthenticationError, InvalidRequestError
@@ -163,21 +163,43 @@ def _in_listed_network(host: str, no_proxy: str) -> bool:
 
 
 def validate_proxy_url(proxy: str) -> str:
-    """An ``http://`` or ``https://`` proxy (a bare ``host:port`` means ``http://``)."""
+    """An ``http://`` or ``https://`` proxy (a bare ``host:port`` means ``http://``).
+
+    Never echoes the URL: it may hold credentials.
+    """
     if "://" not in proxy:
         proxy = "http://" + proxy
     parts = urlsplit(proxy)
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise InvalidRequestError(
+            f"a {parts.scheme}:// proxy URL must be scheme://[user:password@]host[:port]; "
+            "percent-encode '/', '?', '#' and '@' in its user and password"
+        )
     try:
         valid_port = parts.port is None or parts.port > 0
     except ValueError:
         valid_port = False
     if parts.scheme not in ("http", "https") or not parts.hostname or not valid_port:
-        shown = f"{parts.scheme}://{parts.hostname or ''}"  # never the credentials
         raise InvalidRequestError(
-            f"proxy {shown}: only http:// and https:// proxies with a host and a valid port "
-            "are supported (check HTTPS_PROXY, HTTP_PROXY and ALL_PROXY)"
+            f"proxy {parts.scheme}://{parts.hostname or ''}: only http:// and https:// "
+            "proxies with a host and a valid port are supported (check HTTPS_PROXY, "
+            "HTTP_PROXY and ALL_PROXY)"
+        )
+    credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    if not _is_latin1(credentials) or any(unicodedata.category(c) == "Cc" for c in credentials):
+        raise InvalidRequestError(
+            f"proxy {parts.scheme}://{parts.hostname}: its user or password has characters "
+            "that cannot be sent in a Proxy-Authorization header"
         )
     return proxy
+
+
+def _is_latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _ca_bundle(env: Mapping[str, str]) -> str | None:

@@ -32,7 +32,13 @@ def read_dataset_schema(location: Location) -> tuple[pa.Schema | None, str | Non
     try:
         stored = read_schema(location, path)
     except StorageError as exc:
-        logger.warning("%s; reading the schema from the data files, rewriting it", exc)
+        if not exc.corrupt:
+            raise  # the file system failed: not a reason to give the dataset a new identity
+        logger.warning(
+            "%s; the schema is read from the data files and the file rebuilt by this load "
+            "(with a new dataset id: incremental runs read everything once)",
+            exc,
+        )
         stored = None
     if stored is not None:
         check_compatible(stored, arrow_schema([c for c in stored.names if c in COLUMNS]), path)
@@ -79,6 +85,27 @@ def check_compatible(found: pa.Schema, expected: pa.Schema, where: str) -> None:
                 f"{where}: column {field_.name!r} is {field_.type}, but this dataset stores "
                 f"{wanted}; refusing to write (nothing was overwritten)"
             )
+
+
+def align(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
+    """``table`` in ``schema``'s column order and types, nulls for the columns it lacks.
+
+    A value the dataset's type cannot hold exactly (a nanosecond another tool wrote) is a
+    ``SchemaMismatchError`` naming ``where``: nothing is truncated silently.
+    """
+    columns = []
+    for field_ in schema:
+        if field_.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, type=field_.type))
+            continue
+        try:
+            columns.append(table[field_.name].cast(field_.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise SchemaMismatchError(
+                f"{where}: column {field_.name!r} holds values that {field_.type} cannot hold "
+                f"exactly ({exc}); refusing to write (nothing was overwritten)"
+            ) from None
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _same_kind(found: pa.DataType, wanted: pa.DataType) -> bool:

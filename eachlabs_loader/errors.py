@@ -74,11 +74,18 @@ class WorkflowNotFoundError(EachlabsError):
 
 
 class StorageError(EachlabsError):
-    """The output cannot be read or written: its message names the path and the reason."""
+    """The output cannot be read or written: its message names the path and the reason.
 
-    def __init__(self, message: str, *, path: str | None = None, **kwargs: Any) -> None:
+    ``corrupt``: the file is there but is not what it should be (truncated, not Parquet),
+    as opposed to a file system that failed (permissions, a full disk, a network error).
+    """
+
+    def __init__(
+        self, message: str, *, path: str | None = None, corrupt: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(message, **kwargs)
         self.path = path
+        self.corrupt = corrupt
 
 
 class SchemaMismatchError(EachlabsError):

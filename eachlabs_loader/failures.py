@@ -65,8 +65,8 @@ def located(
 def status_error(reply: Reply, key: str, where: Where) -> EachlabsError:
     """The error an HTTP error status stands for (see ``errors`` for the tree)."""
     body = redacted_body(reply.body, key)
-    api_message, code, details = _error_fields(body, reply.reason)
-    request_id = reply.headers.get("X-Request-Id") or None
+    api_message, code, details = _error_fields(body, reply.reason, key)
+    request_id = _request_id(reply, key)
     text = f"HTTP {reply.status}: {api_message}"
     if reply.status == 407:
         text += " (the proxy refused its credentials: check the proxy URL's user and password)"
@@ -75,7 +75,6 @@ def status_error(reply: Reply, key: str, where: Where) -> EachlabsError:
     if details not in (None, "", {}, []):
         text += f"; details: {_compact(details)}"
     if request_id:
-        request_id = _compact(redact(request_id, key))
         text += f" [request id {request_id}]"
     kwargs: dict[str, Any] = {
         "status_code": reply.status,
@@ -100,7 +99,12 @@ def body_error(reply: Reply, exc: InvalidResponseError, key: str, where: Where) 
     """A success status whose body is not what was expected (retryable)."""
     snippet = _snippet(redacted_body(reply.body, key))
     text = f"HTTP {reply.status}: {exc.message} ({snippet})"
-    return located(InvalidResponseError, text, key, where, status_code=reply.status)
+    request_id = _request_id(reply, key)
+    if request_id:
+        text += f" [request id {request_id}]"
+    return located(
+        InvalidResponseError, text, key, where, status_code=reply.status, request_id=request_id
+    )
 
 
 def redirect_target(reply: Reply, key: str, where: Where) -> str | None:
@@ -108,15 +112,22 @@ def redirect_target(reply: Reply, key: str, where: Where) -> str | None:
     key would go along. Raises ``APIError`` for any other origin."""
     if reply.status not in (301, 302, 303, 307, 308) or "location" not in reply.headers:
         return None
-    target = urljoin(reply.url, reply.headers["location"])
-    if origin(target) != origin(reply.url):
+    request_id = _request_id(reply, key)
+    try:
+        target = urljoin(reply.url, reply.headers["location"])
+        elsewhere = origin(target) != origin(reply.url)
+    except ValueError:  # a port out of range, a broken IPv6 literal...
+        target, elsewhere = "", True
+    if not target or elsewhere:
+        shown = origin_text(target) if target else "an unusable Location"
         raise located(
             APIError,
-            f"HTTP {reply.status} redirect to another origin ({origin_text(target)}) refused: "
-            "the API key would be sent there; if that host is trusted, set base_url to it",
+            f"HTTP {reply.status} redirect to another origin ({shown}) refused: the API key "
+            "would be sent there; if that host is trusted, set base_url to it",
             key,
             where,
             status_code=reply.status,
+            request_id=request_id,
         )
     return target
 
@@ -142,13 +153,24 @@ def origin_text(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
-def _error_fields(body: bytes, reason: str | None) -> tuple[str, str | None, Any]:
-    """The API's ``error``, ``code`` and ``details``, or a cleaned snippet of a non-JSON body."""
+def _request_id(reply: Reply, key: str) -> str | None:
+    """The vendor's ``X-Request-Id`` (sent with every error answer), key blanked out."""
+    value = reply.headers.get("X-Request-Id")
+    return _compact(redact(value, key)) if value else None
+
+
+def _error_fields(body: bytes, reason: str | None, key: str) -> tuple[str, str | None, Any]:
+    """The API's ``error``, ``code`` and ``details``, or a cleaned snippet of a non-JSON body.
+
+    The key is blanked out again after parsing: JSON may spell it with escapes (``\\/``)
+    that the raw body did not show.
+    """
     try:
         parsed = json.loads(body)
     except ValueError:
         parsed = None
     if isinstance(parsed, dict) and ("error" in parsed or "message" in parsed):
+        parsed = _redacted(parsed, key)
         message = parsed.get("error") or parsed.get("message")
         code = parsed.get("code")
         return (
@@ -158,6 +180,17 @@ def _error_fields(body: bytes, reason: str | None) -> tuple[str, str | None, Any
         )
     snippet = _snippet(body)
     return (snippet if snippet != "empty body" else reason or snippet, None, None)
+
+
+def _redacted(value: Any, key: str) -> Any:
+    """``value`` (parsed JSON) with the key blanked out of every string in it."""
+    if isinstance(value, str):
+        return redact(value, key)
+    if isinstance(value, list):
+        return [_redacted(v, key) for v in value]
+    if isinstance(value, dict):
+        return {redact(str(k), key): _redacted(v, key) for k, v in value.items()}
+    return value
 
 
 def _snippet(body: bytes) -> str:

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .dataset import (
+    align,
     check_compatible,
     read_dataset_schema,
     union_schema,
@@ -141,7 +142,8 @@ class LakeWriter:
 
     def close(self) -> LoadResult:
         """Stage everything still buffered, then make every staged file visible; returns
-        the counts. After a storage or schema failure nothing is made visible."""
+        the counts. After a storage or schema failure while staging nothing is made
+        visible; one while committing leaves the files made visible so far (each whole)."""
         try:
             if self._failure is not None:
                 raise self._failure
@@ -178,9 +180,9 @@ class LakeWriter:
             raise
 
     def _commit(self) -> None:
-        if not len(self._staged):
-            return
-        if self.schema != self._stored_schema:
+        if not len(self._staged) and (self._identity_stored or self._stored_schema is None):
+            return  # nothing to write, and no dataset file to rebuild (an empty dataset)
+        if self.schema != self._stored_schema or not self._identity_stored:
             # The schema file goes first, so it always covers every data file.
             write_dataset_schema(self.location, self.schema, self.dataset_id)
             self._stored_schema = self.schema
@@ -278,7 +280,7 @@ class LakeWriter:
         if kept.empty:
             self._staged.delete(path)
         else:
-            self._stage(path, kept)
+            self._stage(path, kept, loses_rows=True)
         self.result.rows_inserted -= len(old) - len(kept)  # they were moves, not new rows
         self.result.rows_updated += len(old) - len(kept)
         logger.debug("moved %d rows out of %s", len(old) - len(kept), path)
@@ -290,15 +292,17 @@ class LakeWriter:
         if table is None:
             return None
         check_compatible(table.schema, self.schema, path)
-        return arrow_to_frame(_align(table, self.schema))
+        return arrow_to_frame(align(table, self.schema, path))
 
-    def _stage(self, path: str, frame: pd.DataFrame) -> None:
+    def _stage(self, path: str, frame: pd.DataFrame, *, loses_rows: bool = False) -> None:
         directory = path.rsplit("/", 1)[0]
         if directory not in self._cleaned:  # leftovers of crashed writers, before ours
             remove_stale_temporaries(self.location, directory)
             self._cleaned.add(directory)
         table = frame_to_arrow(frame, self.schema)
-        self._staged.write(path, lambda sink: pq.write_table(table, sink, **_WRITE_OPTIONS))
+        self._staged.write(
+            path, lambda sink: pq.write_table(table, sink, **_WRITE_OPTIONS), loses_rows=loses_rows
+        )
 
     def _stored_ids(self, workflow: str, *, undated_only: bool) -> dict[str, PartitionKey]:
         """Where the workflow's stored rows are: all of them, or only those without created_at.
@@ -425,13 +429,3 @@ def read_executions(
     partitions = pa.schema([("workflow_id", ARROW_STRING), ("date", ARROW_STRING)])
     filter_ = None if workflow_id is None else pc.field("flow_id") == workflow_id
     return _sorted(arrow_to_frame(read_hive(location, schema, partitions, filter_)))
-
-
-def _align(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    columns = []
-    for field_ in schema:
-        if field_.name in table.column_names:
-            columns.append(table[field_.name].cast(field_.type))
-        else:
-            columns.append(pa.nulls(table.num_rows, type=field_.type))
-    return pa.Table.from_arrays(columns, schema=schema)

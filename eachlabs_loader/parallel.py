@@ -143,7 +143,7 @@ class ConcurrentScan:
         if self._end.ends(first):
             return
         if self._fit_overlap(first) is None:
-            yield from self._plain(len(first))
+            yield from self._plain(len(first), lookahead=False)
             return
         yield from self._sequential(first)
 
@@ -168,14 +168,16 @@ class ConcurrentScan:
         stride = size - self.overlap
         return None if size < MIN_CHECKED_PAGE or stride < 1 else stride
 
-    def _plain(self, start_offset: int) -> Iterator[Page]:
-        """The plain sequential scan (``sequential.iter_pages``), sending early."""
+    def _plain(self, start_offset: int, *, lookahead: bool = True) -> Iterator[Page]:
+        """The plain sequential scan (``sequential.iter_pages``), sending early unless not
+        ``lookahead``."""
         return iter_pages(
             self.request_page,
             limit=self.limit,
             start_offset=start_offset,
             workflow_id=self.workflow_id,
             stats=self.stats,
+            lookahead=lookahead,
         )
 
     def _fetch(self, offset: int) -> Page:

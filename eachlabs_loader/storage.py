@@ -9,9 +9,10 @@ The commit protocol, for every filesystem: write the whole file under a hidden t
 name beside its target, then make it visible in one step: ``os.replace`` (atomic rename,
 after fsync) on a local disk, a server-side copy on object stores (an object appears whole
 or not at all). ``StagedFiles`` holds a load's new files that way until every one of them is
-written, then makes them visible together (``commit``) or removes them (``abort``). A crash
-leaves at most hidden ``.*.tmp-*`` files, which no reader picks up and the next write of
-that directory removes.
+written, then makes them visible (``commit``, one file after another) or removes them
+(``abort``). A crash before the commit leaves only hidden ``.*.tmp-*`` files, which no
+reader picks up and the next write of that directory removes; one during the commit leaves
+some files new and the others old, each whole.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def storage_errors(path: str, doing: str) -> Iterator[None]:
         yield
     except (OSError, pa.ArrowException) as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
-        raise StorageError(f"cannot {doing} {path}: {reason}", path=path) from exc
+        corrupt = isinstance(exc, pa.ArrowInvalid)  # read, but not a valid file
+        raise StorageError(f"cannot {doing} {path}: {reason}", path=path, corrupt=corrupt) from exc
 
 
 def resolve_location(output: Any, filesystem: pafs.FileSystem | None = None) -> Location:
@@ -221,11 +223,15 @@ class StagedFiles:
     """New versions of files, written whole under hidden names until ``commit``.
 
     ``current(path)`` is where a reader of this load finds the newest version of ``path``
-    (its staged file, None if it is to be deleted, else the file itself).
+    (its staged file, None if it is to be deleted, else the file itself). ``commit`` makes
+    the files visible one at a time: first those marked ``loses_rows=False``, then those that
+    lose rows to another file, then the deletions, so a failure or a crash part way can show
+    a moved row twice (until the next load), never lose it.
     """
 
     location: Location
     _staged: dict[str, str] = field(default_factory=dict)
+    _losing: set[str] = field(default_factory=set)
     _deleted: set[str] = field(default_factory=set)
 
     def __len__(self) -> int:
@@ -238,7 +244,7 @@ class StagedFiles:
         """The paths with a new version staged (deletions apart)."""
         return list(self._staged)
 
-    def write(self, path: str, write: Callable[[Any], None]) -> None:
+    def write(self, path: str, write: Callable[[Any], None], *, loses_rows: bool = False) -> None:
         """Write the new version of ``path`` whole (and durably, on a local disk)."""
         directory, name = path.rsplit("/", 1)
         tmp = f"{directory}/.{name}{TMP_MARKER}{uuid.uuid4().hex}"
@@ -247,24 +253,34 @@ class StagedFiles:
         except BaseException:
             _remove_quietly(self.location, tmp)
             raise
-        self._forget(path)
-        self._staged[path] = tmp
+        old = self._staged.get(path)
+        if old is not None:
+            _remove_quietly(self.location, old)
+        self._staged[path] = tmp  # a path staged again keeps its place in the order
+        self._deleted.discard(path)
+        if loses_rows:
+            self._losing.add(path)
 
     def delete(self, path: str) -> None:
-        """Remove ``path`` at commit."""
-        self._forget(path)
+        """Remove ``path`` at commit, after every new version is visible."""
+        old = self._staged.pop(path, None)
+        if old is not None:
+            _remove_quietly(self.location, old)
+        self._losing.discard(path)
         self._deleted.add(path)
 
     def commit(self, on_commit: Callable[[str], None] | None = None) -> None:
-        """Make every staged file visible, one atomic step each; then the deletions."""
+        """Make every staged file visible (one atomic step each), then the deletions."""
+        order = [p for p in self._staged if p not in self._losing]
+        order += [p for p in self._staged if p in self._losing]
         directories = set()
-        for path, tmp in list(self._staged.items()):
+        for path in order:
             with storage_errors(path, "replace"):
                 if self.location.is_local:
-                    os.replace(tmp, path)
+                    os.replace(self._staged[path], path)
                 else:
-                    self.location.filesystem.copy_file(tmp, path)
-                    self.location.filesystem.delete_file(tmp)
+                    self.location.filesystem.copy_file(self._staged[path], path)
+                    self.location.filesystem.delete_file(self._staged[path])
             del self._staged[path]
             directories.add(path.rsplit("/", 1)[0])
             if on_commit is not None:
@@ -274,15 +290,17 @@ class StagedFiles:
                 self.location.filesystem.delete_file(path)
             directories.add(path.rsplit("/", 1)[0])
         self._deleted.clear()
+        self._losing.clear()
         if self.location.is_local:
             for directory in sorted(directories):
                 _fsync_directory(directory)
 
     def abort(self) -> None:
-        """Remove every staged file: the dataset stays as it was."""
+        """Remove every staged file not yet visible."""
         for tmp in self._staged.values():
             _remove_quietly(self.location, tmp)
         self._staged.clear()
+        self._losing.clear()
         self._deleted.clear()
 
     def _write(self, path: str, tmp: str, write: Callable[[Any], None]) -> None:
@@ -296,12 +314,6 @@ class StagedFiles:
             else:
                 with self.location.filesystem.open_output_stream(tmp) as stream:
                     write(stream)
-
-    def _forget(self, path: str) -> None:
-        old = self._staged.pop(path, None)
-        if old is not None:
-            _remove_quietly(self.location, old)
-        self._deleted.discard(path)
 
 
 def _remove_quietly(location: Location, path: str) -> None:

@@ -319,7 +319,8 @@ class Request(Generic[T]):
         try:
             return self._parse(outcome.body)
         except InvalidResponseError as exc:
-            raise body_error(outcome, exc, key, self._where) from None
+            failure = body_error(outcome, exc, key, self._where)
+        raise failure  # outside the handler: no chain back to the body's text
 
     def _start(self, url: str, *, early: bool = False, retry: bool = False) -> EachlabsError | None:
         """Take a slot and send; returns the error if it could not be sent (slot freed)."""
@@ -333,35 +334,47 @@ class Request(Generic[T]):
         self._due = True
         if client.session is not None:
             return None  # a session sends when its answer is asked for
+        failure: WireError | None = None
         try:
             self._connection = client.wire.send(url, client.headers(), client.settings.timeout)
         except WireError as exc:
-            self._due = False
-            self._release()
-            return wire_error(exc, client.settings.api_key, self._where)
-        return None
+            failure = exc
+        if failure is None:
+            return None
+        self._due = False
+        self._release()
+        return wire_error(failure, client.settings.api_key, self._where)
 
     def _finish(self) -> Reply | EachlabsError:
         """The answer to what is due, redirects within the API's origin followed."""
         url, key = self._url, self._client.settings.api_key
-        try:
-            for _ in range(MAX_REDIRECTS + 1):
-                reply = self._receive(url)
+        for hop in range(MAX_REDIRECTS + 1):
+            reply = self._receive(url)
+            if isinstance(reply, EachlabsError):
+                return reply
+            try:
                 target = redirect_target(reply, key, self._where)
-                if target is None:
-                    return reply
-                url = target
-                error = self._start(url)
-                if error is not None:
-                    return error
-            return located(APIError, f"more than {MAX_REDIRECTS} redirects", key, self._where)
-        except EachlabsError as exc:
-            return exc
+            except EachlabsError as exc:
+                return exc
+            if target is None:
+                return reply
+            if hop == MAX_REDIRECTS:
+                break
+            url = target
+            error = self._start(url)
+            if error is not None:
+                return error
+        return located(APIError, f"more than {MAX_REDIRECTS} redirects", key, self._where)
 
-    def _receive(self, url: str) -> Reply:
-        """Read the answer (through a session: send and read), then free the slot."""
+    def _receive(self, url: str) -> Reply | EachlabsError:
+        """Read the answer (through a session: send and read), then free the slot.
+
+        A failure is returned, made outside the handler: its chain cannot carry the text of
+        the error below it (a server may echo the key into a broken status line).
+        """
         client = self._client
         connection, self._connection, self._due = self._connection, None, False
+        failure: WireError | None = None
         try:
             if connection is not None:
                 reply = client.wire.receive(connection, url)
@@ -369,9 +382,11 @@ class Request(Generic[T]):
                 assert client.session is not None
                 reply = session_get(client.session, url, client.headers(), client.settings.timeout)
         except WireError as exc:
-            raise wire_error(exc, client.settings.api_key, self._where) from exc
+            failure = exc
         finally:
             self._release()
+        if failure is not None:
+            return wire_error(failure, client.settings.api_key, self._where)
         client.note_reply(reply)
         return reply
 

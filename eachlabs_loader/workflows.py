@@ -12,7 +12,14 @@ from typing import Any, Final
 
 import pandas as pd
 
-from .config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, Timeout, resolve_settings
+from .config import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT_S,
+    Timeout,
+    resolve_settings,
+    validate_workflow_id,
+)
+from .errors import InvalidRequestError
 from .pagination import ColumnBuffer
 from .schema import STRING_DTYPE, normalize_strings, parse_timestamps, warn_unparseable
 from .transport import EachlabsClient
@@ -100,7 +107,17 @@ def exported_workflow_ids(client: EachlabsClient) -> list[str]:
     skipped = frame.loc[~keep, "workflow_id"].tolist()
     if skipped:
         logger.info("skipping %d deleted workflow(s): %s", len(skipped), skipped)
-    return frame.loc[keep, "workflow_id"].tolist()
+    return [w for w in frame.loc[keep, "workflow_id"].tolist() if _is_usable(w)]
+
+
+def _is_usable(workflow_id: str) -> bool:
+    """The API's ids go through the same check as a caller's (they become a URL segment)."""
+    try:
+        validate_workflow_id(workflow_id)
+    except InvalidRequestError as exc:
+        logger.warning("skipping a workflow the API listed with an unusable id: %s", exc)
+        return False
+    return True
 
 
 def normalize_workflows(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:

@@ -318,3 +318,11 @@ def test_flags_that_would_be_ignored_are_usage_errors(api, args, message, tmp_pa
     result = run(api, *args, cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr
     assert api.requests == []
+
+
+def test_an_api_key_file_that_is_not_text_is_a_usage_error_without_its_bytes(api, tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"sk-\xffTOPSECRET")
+    result = run(api, "executions", "x", "--api-key-file", str(key_file), env_key=None)
+    assert result.returncode == 2 and "not UTF-8" in result.stderr
+    assert "TOPSECRET" not in result.stderr and "Traceback" not in result.stderr

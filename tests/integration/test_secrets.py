@@ -16,6 +16,7 @@ from eachlabs_loader import (
     InvalidRequestError,
     LoadResult,
     ServerError,
+    TransportError,
     fetch_executions,
     load_executions,
     resolve_settings,
@@ -172,3 +173,35 @@ def test_a_session_cannot_be_tricked_by_netrc_into_other_credentials(api, tmp_pa
     assert len(frame) == 250
     assert {r.headers["Authorization"] for r in api.requests} == {f"Bearer {KEY}"}
     assert requests.utils.get_netrc_auth(api.base_url) is not None  # netrc was really there
+
+
+def test_a_server_echoing_the_key_into_a_broken_answer_leaves_no_trace_of_it():
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                head = conn.recv(65536)
+                lines = head.split(b"\r\n")
+                echoed = next(x.split(b": ", 1)[1] for x in lines if x.lower().startswith(b"x-api"))
+                conn.sendall(b"BROKEN " + echoed + b"\r\n\r\n")
+
+    import threading
+
+    threading.Thread(target=serve, daemon=True).start()
+    base_url = f"http://127.0.0.1:{listener.getsockname()[1]}/api/v1"
+    try:
+        with pytest.raises(TransportError) as info:
+            load_executions("wf", api_key=KEY, base_url=base_url, max_retries=1, progress=False)
+    finally:
+        listener.close()
+    chain, seen = [], info.value
+    while seen is not None:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    assert KEY not in "".join(traceback.format_exception(info.value))
+    assert all(KEY not in str(e) + repr(e.args) for e in chain)

@@ -321,3 +321,24 @@ def test_the_key_is_redacted_before_messages_are_cut(sandbox, make_client, caplo
     for text in texts:
         assert key[:8] not in text, text
     assert any("retry" in r.getMessage() for r in caplog.records)  # the 503 was logged
+
+
+@pytest.mark.parametrize(
+    "location", ["http://127.0.0.1:99999/x", "http://127.0.0.1:abc/x", "http://[::1/x"]
+)
+def test_a_redirect_to_an_unusable_location_is_an_api_error(sandbox, make_client, location):
+    sandbox.add_fault("redirect", status=302, location=location, times=None)
+    with pytest.raises(APIError, match="unusable Location") as info:
+        fetch_executions(make_client(sandbox), sandbox.workflows[0].slug)
+    assert info.value.status_code == 302 and len(sandbox.requests) == 1
+
+
+def test_a_redirect_loop_stops_after_the_limit_with_nothing_left_on_its_way(sandbox, make_client):
+    slug = sandbox.workflows[0].slug
+    here = f"/api/v1/workflows/{slug}/executions?offset=0&limit=100"
+    sandbox.add_fault("redirect", status=302, location=here, times=None)
+    client = make_client(sandbox)
+    with pytest.raises(APIError, match="more than 5 redirects"):
+        fetch_executions(client, slug)
+    assert len(sandbox.requests) == client.stats.requests == 6  # the first and five redirects
+    assert client.throttle.in_flight == 0

@@ -104,3 +104,13 @@ def test_all_workflows_stands_alone(org):
     with pytest.raises(InvalidRequestError, match="ALL_WORKFLOWS"):
         load_executions([ALL_WORKFLOWS, "x"], **kwargs(org))
     assert org.requests == [] and repr(ALL_WORKFLOWS) == "ALL_WORKFLOWS"
+
+
+def test_a_workflow_listed_with_an_unusable_id_is_skipped_with_a_warning(org, monkeypatch, caplog):
+    listed = org.workflow_rows()
+    active = next(row for row in listed if row["status"] == "active")
+    monkeypatch.setattr(org, "workflow_rows", lambda: [{**active, "workflow_id": ".."}, *listed])
+    with caplog.at_level("WARNING", logger="eachlabs_loader"):
+        frame = load_executions(ALL_WORKFLOWS, progress=False, **kwargs(org))
+    assert len(frame) == 400 + 250 + 120 and "unusable id" in caplog.text
+    assert not any(r.path.startswith("/api/v1/executions") for r in org.requests)

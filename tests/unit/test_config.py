@@ -262,3 +262,16 @@ def test_a_base_url_with_a_space_or_a_control_character_is_refused(base_url):
     with pytest.raises(InvalidRequestError, match="spaces or control characters") as info:
         resolve_settings("k", base_url, env={})
     assert "secret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    ["http://alice:1234#secret@proxy.example:3128", "http://alice:p/ss-secret@proxy.example:1",
+     "http://alice:pa?ss-secret@proxy.example:1", "http://alice:p%E2%82%ACss-secret@proxy.example:1",
+     "http://alice:p%0Ass-secret@proxy.example:1"],
+)  # fmt: skip
+def test_a_proxy_url_that_would_misplace_or_garble_credentials_is_refused_quietly(proxy):
+    with pytest.raises(InvalidRequestError, match="proxy") as info:
+        resolve_settings("k", "https://a.io/v1", env={"HTTPS_PROXY": proxy})
+    assert "secret" not in str(info.value) and "1234" not in str(info.value)
+    assert info.value.__context__ is None or "secret" not in str(info.value.__context__)

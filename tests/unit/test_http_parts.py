@@ -187,3 +187,25 @@ def test_redirects_are_followed_only_within_the_origin():
     for elsewhere in ("https://evil.example/v1", "http://api.example.com/v1"):
         with pytest.raises(APIError, match="another origin"):
             redirect_target(reply(301, Location=elsewhere), KEY, ("w", 0))
+
+
+def test_a_key_the_api_spells_with_json_escapes_is_blanked_in_every_field():
+    key = "sk/live/0123456789"
+    spelled = b"sk\\/live\\/0123456789"  # as a PHP back end escapes slashes
+    body = b'{"error": "invalid key %s", "details": {"key": "%s"}}' % (spelled, spelled)
+    found = status_error(reply(401, body), key, ("w", 0))
+    assert key not in str(found) + str(found.api_message) + repr(found.details)
+    assert found.api_message == "invalid key ***" and found.details == {"key": "***"}
+
+
+def test_a_body_that_is_not_a_page_keeps_the_request_id():
+    from eachlabs_loader import InvalidResponseError
+    from eachlabs_loader.failures import body_error
+
+    found = body_error(
+        reply(200, b"<html>proxy</html>", X_Request_Id="req-42"),
+        InvalidResponseError("the body is not JSON"),
+        KEY,
+        ("w", 0),
+    )
+    assert found.request_id == "req-42" and "[request id req-42]" in str(found)

@@ -133,3 +133,16 @@ def test_a_slow_first_request_alone_does_not_switch_the_pool_on(slow_requests, p
     assert (scan.effective_concurrency == 8) is pooled
     if not pooled:  # the probe overlapped page 1; after it, plain pages one by one
         assert calls[:3] == [0, 45, 95] and calls == sorted(calls)
+
+
+def test_linked_pages_never_ask_ahead_even_for_pages_too_small_to_overlap():
+    from fakes import requests_from
+
+    source = LiveList(50)
+    log: list[str] = []
+    scan = ConcurrentScan(requests_from(source.fetch(5), log, eager=True), limit=5, concurrency=4)
+    pages = scan.linked_pages()
+    next(pages), next(pages)
+    pages.close()
+    assert source.requests == 2  # the first page (sent as it is asked for) and the second
+    assert [step for step in log if step.startswith("send")] == ["send 0"]
