@@ -52,7 +52,8 @@ def run_project(base_url: str, key: str, slug: str, concurrency: int | None) -> 
 
     kwargs = {} if concurrency is None else {"concurrency": concurrency}
     frame = load_executions(slug, base_url=base_url, api_key=key, **kwargs)
-    _MODE["concurrency"] = frame.attrs["eachlabs"].concurrency  # what the scan chose
+    result = frame.attrs["eachlabs"]  # what the scan chose:
+    _MODE.update(concurrency=result.concurrency, overlap=result.overlap)
     return frame["execution_id"].tolist()
 
 
@@ -243,7 +244,11 @@ def run_scenario(
                     if sandbox is not shared:
                         sandbox.stop()
                 last = runs[peer][-1]
-                mode = f"  (concurrency {last['concurrency']})" if "concurrency" in last else ""
+                mode = (
+                    f"  (concurrency {last['concurrency']}, overlap {last['overlap']})"
+                    if "concurrency" in last
+                    else ""
+                )
                 print(f"  {name:8} {peer:11} {last['seconds']:7.2f}s{mode}", file=sys.stderr)
                 time.sleep(settle_s)  # let the machine reclaim a heavy peer's memory (dlt: 3 GB)
         for peer in peers:

@@ -413,6 +413,7 @@ class _Run:
             total_count_end=sum(ends) if ends else None,
             concurrency=max((r.concurrency for r in each), default=1),
             lowest_concurrency=min((r.lowest_concurrency for r in each), default=1),
+            overlap=max((r.overlap for r in each), default=0),
             elapsed_s=time.monotonic() - self._started,
             workflows=results,
             failed={w: str(exc) for w, exc in failed.items()},
@@ -524,6 +525,7 @@ class _Load:
             total_count_end=stats.total_count_end,
             concurrency=self.scan.effective_concurrency,
             lowest_concurrency=min(self.scan.effective_concurrency, throttle.lowest_limit),
+            overlap=stats.overlap,
             elapsed_s=time.monotonic() - self._started,
             incremental=incremental and self.scan.incremental,
             fallbacks=(

@@ -241,6 +241,8 @@ class ScanStats:
     gaps_repaired: int = 0
     total_count_start: int | None = None
     total_count_end: int | None = None
+    overlap: int = 0
+    """The most rows planned neighbouring pages shared (0: no pages were planned)."""
 
     def count(self, page: Page) -> Page:
         """Note a page that arrived (the totals move while the list grows)."""

@@ -4,7 +4,8 @@ The list is newest first and live: an insert at the head shifts every later row 
 down, so pages fetched at different moments are cut from differently shifted lists. Fetched
 in parallel, a page can come from a list shifted *less* than its predecessor's, and the rows
 between them are silently skipped. So pages are planned to overlap their neighbour by
-``overlap`` rows, and the chain is checked as it is consumed, in offset order: two
+``overlap`` rows (``Overlap``: as many as the list's movement needs), and the chain is
+checked as it is consumed, in offset order: two
 neighbouring pages must share at least one ``execution_id``. A pair that does not is a
 possible hole; it is bridged by paging sequentially from the earlier page's offset (inserts
 only push rows further down, so nothing after that page can be above it) until a page meets
@@ -17,10 +18,11 @@ Paging logic over ``request_page(offset) -> PageRequest`` (see ``pagination``).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .errors import describe_location
@@ -39,13 +41,78 @@ MIN_CHECKED_PAGE = 10
 """Smaller pages cannot share rows with their neighbours and still advance: paged plainly."""
 PREFETCH_PAGES = 64
 """Pages fetched ahead of the consumer, so normalising a chunk does not stall the pool."""
+MOVEMENT_MARGIN = 2
+"""Planned neighbours share this many times the rows the list moves between two answers
+(plus one): tuned on the benchmark's inserts scenario, where 1 cost repairs and 4 cost
+requests (BENCHMARKS.md)."""
 MAX_BRIDGE_PAGES = 1_000
 """Sequential pages one bridge may take before paging gives up (a list moving too fast)."""
 
 
 def default_overlap(limit: int) -> int:
-    """Rows shared by neighbouring pages: 10% of a page, at least one."""
+    """Rows shared by neighbouring pages before the list is known to stand still: 10% of a
+    page, at least one."""
     return max(1, limit // 10)
+
+
+class Overlap:
+    """How many rows planned neighbours share: what the list's movement requires.
+
+    Neighbouring pages are sent close together, so only rows inserted or deleted between
+    their answers can pull them apart: about the change of ``total_count`` from one answer
+    to the next (averaged over the last ``2 x concurrency`` answers), with a margin of
+    ``MOVEMENT_MARGIN``. A list that stands still needs one shared row, which its pages get
+    once ``concurrency`` answers have shown it still; until then, and when answers carry no
+    count, the cautious ``default_overlap``. A hole the chain check finds (movement the
+    counts did not show, such as a delete for every insert) keeps the overlap at least at
+    ``default_overlap`` for the rest of the scan. A ``fixed`` overlap is kept whatever the
+    list does. Only efficiency rides on this: the chain check keeps every scan exact.
+    """
+
+    def __init__(self, size: int, concurrency: int, fixed: int | None = None) -> None:
+        self.size = size
+        self.concurrency = concurrency
+        self.fixed = fixed
+        self.widest = 0
+        self._floor = 1
+        self._last_total: int | None = None
+        self._moves: deque[int] = deque(maxlen=2 * concurrency)
+        self._uncounted = False
+        self._lock = threading.Lock()
+
+    def observe(self, page: Page) -> None:
+        """Learn the list's movement from one more answer (in the order answers arrive)."""
+        with self._lock:
+            if page.total_count is None:
+                self._uncounted = True
+            elif self._last_total is not None:
+                self._moves.append(abs(page.total_count - self._last_total))
+            if page.total_count is not None:
+                self._last_total = page.total_count
+
+    def widen(self) -> None:
+        """A hole was found between planned pages: overlap more from now on."""
+        with self._lock:
+            self._floor = max(self._floor, default_overlap(self.size))
+
+    @property
+    def rows(self) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        with self._lock:
+            if self._uncounted or len(self._moves) < self.concurrency:
+                rows = max(self._floor, default_overlap(self.size))
+            else:
+                movement = sum(self._moves) / len(self._moves)
+                rows = max(self._floor, 1 + math.ceil(MOVEMENT_MARGIN * movement))
+            rows = min(rows, max(1, self.size // 2))
+            self.widest = max(self.widest, rows)
+        return rows
+
+    @property
+    def stride(self) -> int:
+        """Offsets between planned pages."""
+        return max(1, self.size - self.rows)
 
 
 class ConcurrentScan:
@@ -55,7 +122,8 @@ class ConcurrentScan:
         request_page: the request for the page at an offset (``pagination.PageRequest``).
         limit: rows requested per page.
         concurrency: pages in flight at once; 1 gives a plain sequential scan.
-        overlap: rows shared by planned neighbours (default ``default_overlap``).
+        overlap: rows shared by planned neighbours, kept whatever the list does (default:
+            ``Overlap`` decides, from the list's movement).
         workflow_id: only names the workflow in errors.
         min_round_trip_s: below this first-page round trip the scan stays sequential
             (default ``MIN_ROUND_TRIP_S``).
@@ -74,8 +142,7 @@ class ConcurrentScan:
         self.request_page = request_page
         self.limit = limit
         self.concurrency = concurrency
-        self._overlap_is_default = overlap is None
-        self.overlap = default_overlap(limit) if overlap is None else overlap
+        self._overlap = Overlap(limit, concurrency, overlap)
         self._end = ListEnd(limit)
         self._stalls = StallDetector(workflow_id)
         self.workflow_id = workflow_id
@@ -92,8 +159,8 @@ class ConcurrentScan:
         yield first
         if self._end.ends(first):
             return
-        stride = self._fit_overlap(first)
-        if round_trip < self.min_round_trip_s or stride is None:
+        overlaps = self._fit_overlap(first)
+        if round_trip < self.min_round_trip_s or not overlaps:
             # An API answering faster than a page decodes (the client is the bottleneck and
             # threads would only contend for the interpreter), or pages too small to overlap
             # and still move on: the plain sequential scan.
@@ -103,7 +170,7 @@ class ConcurrentScan:
         if round_trip >= WARM_UP_FACTOR * self.min_round_trip_s or not self._end.is_full(first):
             # Clearly slow, or a host paging in smaller steps than asked (a probe step from a
             # short page would not overlap it and cost a repair): plan at once, as before.
-            tail = yield from self._pooled(first, stride)
+            tail = yield from self._pooled(first)
             yield from self._sequential(tail)
             return
         # A first request also pays for the connection and for warming up the client: when
@@ -121,14 +188,19 @@ class ConcurrentScan:
             self.effective_concurrency = 1
             yield from self._plain(second.offset + len(second))
             return
-        tail = yield from self._pooled(second, stride)
+        tail = yield from self._pooled(second)
         yield from self._sequential(tail)
 
-    def _pooled(self, prev: Page, stride: int) -> Generator[Page, None, Page]:
+    @property
+    def overlap(self) -> int:
+        """Rows the next planned page shares with its neighbour."""
+        return self._overlap.rows
+
+    def _pooled(self, prev: Page) -> Generator[Page, None, Page]:
         """The planned pages after ``prev``, if ``total_count`` plans any; returns the last."""
         if prev.total_count is None or self._end.ends(prev):
             return prev
-        return (yield from self._planned(prev, stride, prev.total_count))
+        return (yield from self._planned(prev, prev.total_count))
 
     def linked_pages(self) -> Iterator[Page]:
         """Overlapping, checked pages one at a time from offset 0, fetched only as consumed.
@@ -142,7 +214,7 @@ class ConcurrentScan:
         yield first
         if self._end.ends(first):
             return
-        if self._fit_overlap(first) is None:
+        if not self._fit_overlap(first):
             yield from self._plain(len(first), lookahead=False)
             return
         yield from self._sequential(first)
@@ -159,14 +231,11 @@ class ConcurrentScan:
         self.stats.total_count_start = first.total_count
         return first, round_trip
 
-    def _fit_overlap(self, first: Page) -> int | None:
-        """Size the overlap to the pages the server really sends; the stride between planned
-        pages, or None for pages too small to overlap and still move on."""
-        size = min(self.limit, len(first))
-        if self._overlap_is_default:
-            self.overlap = default_overlap(size)
-        stride = size - self.overlap
-        return None if size < MIN_CHECKED_PAGE or stride < 1 else stride
+    def _fit_overlap(self, first: Page) -> bool:
+        """Size the overlap to the pages the server really sends; False for pages too small
+        to overlap and still move on."""
+        size = self._overlap.size = min(self.limit, len(first))
+        return size >= MIN_CHECKED_PAGE and size - self.overlap >= 1
 
     def _plain(self, start_offset: int, *, lookahead: bool = True) -> Iterator[Page]:
         """The plain sequential scan (``sequential.iter_pages``), sending early unless not
@@ -185,27 +254,19 @@ class ConcurrentScan:
 
     def _count(self, page: Page) -> Page:
         with self._lock:
-            return self.stats.count(page)
+            self.stats.count(page)
+        self._overlap.observe(page)
+        return page
 
-    def _planned(self, first: Page, stride: int, total: int) -> Generator[Page, None, Page]:
+    def _planned(self, first: Page, total: int) -> Generator[Page, None, Page]:
         """The pages ``total_count`` announces, in parallel; returns the last page of the chain."""
-        offsets = iter(range(first.offset + stride, total, stride))
         prev = first
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="eachlabs-page")
-        window: deque[Future[Page]] = deque()
-
-        def refill() -> None:
-            for offset in offsets:
-                window.append(pool.submit(self._fetch, offset))
-                if len(window) >= max(4 * self.concurrency, PREFETCH_PAGES):
-                    return
-
-        refill()
+        planned = _PlannedPages(
+            self._fetch, self._overlap, first.offset, total, concurrency=self.concurrency
+        )
         failed = True
         try:
-            while window:
-                page = window.popleft().result()
-                refill()
+            while (page := planned.next_page()) is not None:
                 if self._chain_ends(prev, page) or not page.ids:
                     break  # the end, or a list now shorter than planned: the tail goes on
                 if not _linked(prev, page):
@@ -225,8 +286,8 @@ class ConcurrentScan:
                     break
             failed = False
         finally:
-            # On an error, don't wait for requests still retrying: their results are moot.
-            pool.shutdown(wait=not failed, cancel_futures=True)
+            planned.close(wait=not failed)
+            self.stats.overlap = self._overlap.widest
         return prev
 
     def _chain_ends(self, prev: Page, page: Page) -> bool:
@@ -286,6 +347,7 @@ class ConcurrentScan:
         leaves no hole, so the bridge is complete.
         """
         self.stats.gaps_repaired += 1
+        self._overlap.widen()
         logger.debug(
             "%s: pages at offsets %d and %d share no execution (the list moved); re-fetching",
             describe_location(self.workflow_id, None),
@@ -312,6 +374,73 @@ class ConcurrentScan:
                 return page
             offset, last = self._now_at(page) + self._step(page), page
         raise self._stalls.error(offset)
+
+
+class _PlannedPages:
+    """The planned pages' requests on a thread pool, answered in offset order.
+
+    Each page's offset is chosen when its request is queued, at most ``2 x concurrency``
+    requests ahead of the answers (a worker queues the next one as it finishes), so the
+    overlap follows the list's latest movement and a slow answer never idles the other
+    threads. Answers wait for the consumer, up to ``PREFETCH_PAGES`` pages in all.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[int], Page],
+        overlap: Overlap,
+        after: int,
+        end: int,
+        *,
+        concurrency: int,
+    ) -> None:
+        self._fetch, self._overlap, self._end = fetch, overlap, end
+        self._ahead = 2 * concurrency
+        self._room = max(4 * concurrency, PREFETCH_PAGES)
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="eachlabs-page")
+        self._window: deque[Future[Page]] = deque()
+        self._lock = threading.Lock()
+        self._next = after + overlap.stride
+        self._queued = 0  # requests queued or in flight
+        self._closed = False
+        self._refill()
+
+    def next_page(self) -> Page | None:
+        """The next planned page (raising what its request raised); None after the last."""
+        with self._lock:
+            if not self._window:
+                return None
+            future = self._window.popleft()
+        page = future.result()
+        self._refill()
+        return page
+
+    def close(self, *, wait: bool) -> None:
+        """Queue nothing more; on an error (not ``wait``), drop what is still queued."""
+        with self._lock:
+            self._closed = True
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def _answer(self, offset: int) -> Page:
+        try:
+            page = self._fetch(offset)
+        finally:
+            with self._lock:
+                self._queued -= 1
+        self._refill()
+        return page
+
+    def _refill(self) -> None:
+        with self._lock:
+            while (
+                not self._closed
+                and self._next < self._end
+                and self._queued < self._ahead
+                and len(self._window) < self._room
+            ):
+                self._window.append(self._pool.submit(self._answer, self._next))
+                self._queued += 1
+                self._next += self._overlap.stride
 
 
 def _linked(prev: Page, page: Page) -> bool:

@@ -12,7 +12,9 @@ class LoadResult:
     The paging side: ``pages`` fetched in all, of which ``pages_refetched`` re-read a range
     after neighbouring pages were found not to overlap (``gaps_repaired`` such ranges), and
     the API's ``total_count`` at the start and the end of the load (it moves while new
-    executions arrive). ``lowest_concurrency`` is where rate limiting pushed the pool.
+    executions arrive). ``lowest_concurrency`` is where rate limiting pushed the pool;
+    ``overlap`` the most rows neighbouring pages fetched in parallel were planned to share
+    (as many as the list's movement required; 0 when no pages were fetched in parallel).
     A DataFrame load carries its result in ``frame.attrs["eachlabs"]``. A load of several
     workflows sums them, keeps each in ``workflows`` and lists the ones that failed (with
     ``on_error="skip"``) in ``failed``, workflow id -> error message. ``incremental`` says
@@ -37,6 +39,7 @@ class LoadResult:
     total_count_end: int | None = None
     concurrency: int = 1
     lowest_concurrency: int = 1
+    overlap: int = 0
     elapsed_s: float = 0.0
     workflows: dict[str, LoadResult] = field(default_factory=dict, repr=False)
     failed: dict[str, str] = field(default_factory=dict)

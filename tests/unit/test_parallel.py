@@ -10,7 +10,7 @@ import pytest
 from fakes import requests_from
 
 from eachlabs_loader import Page, PaginationError
-from eachlabs_loader.parallel import ConcurrentScan
+from eachlabs_loader.parallel import ConcurrentScan, Overlap
 
 
 class LiveList:
@@ -146,3 +146,63 @@ def test_linked_pages_never_ask_ahead_even_for_pages_too_small_to_overlap():
     pages.close()
     assert source.requests == 2  # the first page (sent as it is asked for) and the second
     assert [step for step in log if step.startswith("send")] == ["send 0"]
+
+
+def counted(total: int | None) -> Page:
+    return Page.from_rows(0, 100, [{"execution_id": "e"}], total)
+
+
+def test_the_overlap_follows_the_movement_the_answers_show():
+    overlap = Overlap(100, concurrency=2)
+    assert overlap.rows == 10  # cautious until answers show how the list moves
+    for total in (500, 500, 500):
+        overlap.observe(counted(total))
+    assert (overlap.rows, overlap.stride) == (1, 99)  # standing still: one shared row
+    for total in (504, 508, 512, 516):  # 4 new executions between answers
+        overlap.observe(counted(total))
+    assert overlap.rows == 1 + 2 * 4
+    for total in (516, 516, 516, 516):
+        overlap.observe(counted(total))
+    assert overlap.rows == 1  # still again
+    overlap.widen()  # a hole the counts did not explain
+    assert overlap.rows == 10
+    assert overlap.widest == 10
+
+
+def test_the_overlap_is_cautious_without_counts_bounded_and_fixed_when_asked():
+    uncounted = Overlap(100, concurrency=1)
+    for total in (None, None, None):
+        uncounted.observe(counted(total))
+    assert uncounted.rows == 10
+    racing = Overlap(100, concurrency=1)
+    for total in (0, 500, 1000):
+        racing.observe(counted(total))
+    assert racing.rows == 50  # at most half a page, so pages still move on
+    fixed = Overlap(100, concurrency=1, fixed=3)
+    for total in (0, 500, 1000):
+        fixed.observe(counted(total))
+    assert fixed.rows == 3
+
+
+def test_a_still_list_is_planned_with_one_shared_row():
+    source, fixed = LiveList(20_000), LiveList(20_000)
+    scan = ConcurrentScan(
+        requests_from(source.fetch(100)), limit=100, concurrency=8, min_round_trip_s=0
+    )
+    assert set(ids_of(scan)) == source.initial
+    fixed_scan = ConcurrentScan(
+        requests_from(fixed.fetch(100)), limit=100, concurrency=8, overlap=10, min_round_trip_s=0
+    )
+    ids_of(fixed_scan)
+    assert scan.overlap == 1 and scan.stats.overlap == 10  # 10 until the list showed still
+    assert fixed.requests == 1 + 222  # page 0, then every 90 rows
+    assert source.requests <= 1 + 16 + (20_000 - 17 * 90) // 99 + 2
+
+
+def test_a_moving_list_is_planned_with_a_wider_overlap():
+    source = LiveList(5_000, inserts=3, jitter_s=0.002, seed=0)
+    scan = ConcurrentScan(
+        requests_from(source.fetch(100)), limit=100, concurrency=8, min_round_trip_s=0
+    )
+    assert source.initial <= set(ids_of(scan))
+    assert scan.overlap >= 1 + 2 * 3  # 3 new executions between any two answers
