@@ -5,6 +5,8 @@ Which module may import which is the import contract in ``pyproject.toml``
 (``[tool.importlinter]``), checked by ``make test``.
 """
 
+from importlib import metadata as _metadata
+
 from .config import DEFAULT_BASE_URL, Settings, resolve_settings
 from .errors import (
     APIError,
@@ -33,7 +35,11 @@ from .schema import COLUMNS, CORE_COLUMNS, normalize_executions
 from .transport import EachlabsClient, Request
 from .workflows import ALL_WORKFLOWS, WORKFLOW_COLUMNS, load_workflows
 
-__version__ = "0.1.0"
+try:
+    # Written once, in pyproject.toml; a source tree used without installing has no metadata.
+    __version__ = _metadata.version("eachlabs-loader")
+except _metadata.PackageNotFoundError:  # pragma: no cover - only outside an install
+    __version__ = "0+unknown"
 
 __all__ = [
     "ALL_WORKFLOWS",

@@ -49,3 +49,18 @@ def test_error_tree():
         if isinstance(c, type) and getattr(c, "retryable", False)
     }
     assert retryable == {"RateLimitError", "ServerError", "TransportError", "InvalidResponseError"}
+
+
+def test_the_version_is_written_once_in_pyproject():
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    pyproject = (root / "pyproject.toml").read_text()
+    versions = re.findall(r'^version = "([^"]+)"$', pyproject, flags=re.MULTILINE)
+    assert len(versions) == 1
+    version = versions[0]
+    assert eachlabs_loader.__version__ == version
+    package_sources = (root / "eachlabs_loader").rglob("*.py")
+    assert not [p for p in package_sources if f'"{version}"' in p.read_text()]
+    assert f"## [{version}]" in (root / "CHANGELOG.md").read_text()
