@@ -62,7 +62,8 @@ class Overlap:
     their answers can pull them apart: about the change of ``total_count`` from one answer
     to the next (averaged over the last ``2 x concurrency`` answers), with a margin of
     ``MOVEMENT_MARGIN``. A list that stands still needs one shared row, which its pages get
-    once ``concurrency`` answers have shown it still; until then, and when answers carry no
+    once ``concurrency`` changes (one answer more) have shown it still; until then, and when
+    answers carry no
     count, the cautious ``default_overlap``. A hole the chain check finds (movement the
     counts did not show, such as a delete for every insert) keeps the overlap at least at
     ``default_overlap`` for the rest of the scan. A ``fixed`` overlap is kept whatever the
@@ -381,8 +382,9 @@ class _PlannedPages:
 
     Each page's offset is chosen when its request is queued, at most ``2 x concurrency``
     requests ahead of the answers (a worker queues the next one as it finishes), so the
-    overlap follows the list's latest movement and a slow answer never idles the other
-    threads. Answers wait for the consumer, up to ``PREFETCH_PAGES`` pages in all.
+    overlap follows the list's latest movement. Answers wait for the consumer, up to
+    ``PREFETCH_PAGES`` pages in all: a slow answer holds the other threads only once that
+    many pages have come in behind it.
     """
 
     def __init__(
