@@ -8,6 +8,7 @@ Which module may import which is the import contract in ``pyproject.toml``
 from importlib import metadata as _metadata
 
 from .config import DEFAULT_BASE_URL, Settings, resolve_settings
+from .delta import MaintenanceResult, maintain_table
 from .errors import (
     APIError,
     AuthenticationError,
@@ -26,8 +27,8 @@ from .errors import (
     UnparseableTimestampWarning,
     WorkflowNotFoundError,
 )
-from .lake import read_executions, write_executions
 from .loader import fetch_executions, load_executions
+from .output import read_executions, write_executions
 from .pagination import Page
 from .result import LoadResult
 from .retry import RetryPolicy
@@ -56,6 +57,7 @@ __all__ = [
     "InvalidRequestError",
     "InvalidResponseError",
     "LoadResult",
+    "MaintenanceResult",
     "Page",
     "PaginationError",
     "RateLimitError",
@@ -73,6 +75,7 @@ __all__ = [
     "fetch_executions",
     "load_executions",
     "load_workflows",
+    "maintain_table",
     "normalize_executions",
     "read_executions",
     "resolve_settings",

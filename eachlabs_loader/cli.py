@@ -1,6 +1,8 @@
 """The ``eachlabs-loader`` command: argument parsing, logging set-up, output and exit codes.
 
-eachlabs-loader executions WORKFLOW [WORKFLOW ...] | --all [--out PATH_OR_URI] [--incremental]
+eachlabs-loader executions WORKFLOW [WORKFLOW ...] | --all [--out PATH_OR_URI] [--format delta]
+                           [--incremental]
+eachlabs-loader maintain --out TABLE_URI [--no-compact] [--no-vacuum] [--retention DURATION]
 eachlabs-loader workflows [--out FILE] [--format csv|jsonl]
 eachlabs-loader sandbox [--port N] [--rows N] [--latency-ms N] [--seed N]
 eachlabs-loader demo
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import pandas as pd
 
 from .config import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, DEFAULT_PAGE_SIZE
+from .delta import maintain_table
 from .errors import (
     AuthenticationError,
     EachlabsError,
@@ -28,8 +31,8 @@ from .errors import (
     WorkflowNotFoundError,
 )
 from .incremental import DEFAULT_LOOKBACK
-from .lake import read_executions
 from .loader import load_executions
+from .output import TABLE_FORMATS, read_executions
 from .result import LoadResult
 from .sandbox import Sandbox
 from .sinks import FlatFormat, check_writable_file, write_flat
@@ -106,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     _executions_parser(commands)
+    _maintain_parser(commands)
     _workflows_parser(commands)
     _sandbox_parsers(commands)
     return parser
@@ -174,12 +178,14 @@ def _executions_parser(commands: Commands) -> None:
     parser.add_argument(
         "--out",
         metavar="PATH_OR_URI",
-        help="a directory or URI (s3://...) for the Parquet lake, or a .csv/.jsonl file",
+        help="a directory or URI (s3://...) for the Parquet lake or the Delta table, or a "
+        ".csv/.jsonl file",
     )
     parser.add_argument(
         "--format",
-        choices=("parquet", "csv", "jsonl"),
-        help="default: parquet for a directory or URI, else from the file name; jsonl to stdout",
+        choices=("parquet", "delta", "csv", "jsonl"),
+        help="parquet: the hive lake (default for a directory or URI); delta: a Delta table "
+        "(needs the delta extra); csv or jsonl: else from the file name; jsonl to stdout",
     )
     parser.add_argument("--page-size", type=int, default=DEFAULT_PAGE_SIZE, metavar="N")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N")
@@ -202,7 +208,7 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--incremental",
         action="store_true",
-        help="Parquet only: read just what changed since the last load into --out "
+        help="lake or Delta table: read just what changed since the last load into --out "
         "(falls back to a full load, with a warning, when that is not safe)",
     )
     parser.add_argument(
@@ -246,8 +252,8 @@ def _flat_format(out: str | None) -> FlatFormat | None:
 
 def _output_format(args: argparse.Namespace) -> str:
     if args.format:
-        if args.format == "parquet" and not args.out:
-            raise InvalidRequestError("--format parquet needs --out (a directory or URI)")
+        if args.format in TABLE_FORMATS and not args.out:
+            raise InvalidRequestError(f"--format {args.format} needs --out (a directory or URI)")
         return str(args.format)
     return _flat_format(args.out) or "parquet"
 
@@ -270,11 +276,13 @@ def _run_executions(args: argparse.Namespace) -> int:
     fmt = _output_format(args)
     if args.all == bool(args.workflows):
         raise InvalidRequestError("name the workflows to load, or --all (not both)")
-    if args.incremental and fmt != "parquet":
-        raise InvalidRequestError("--incremental needs a Parquet lake: --out DIRECTORY_OR_URI")
+    if args.incremental and fmt not in TABLE_FORMATS:
+        raise InvalidRequestError(
+            "--incremental needs a Parquet lake or a Delta table: --out DIRECTORY_OR_URI"
+        )
     if (args.full_refresh or args.lookback is not None) and not args.incremental:
         raise InvalidRequestError("--full-refresh and --lookback only apply with --incremental")
-    if fmt != "parquet" and args.out:
+    if fmt not in TABLE_FORMATS and args.out:
         check_writable_file(args.out)
     result = _load(args, fmt)
     if not args.quiet:  # the summary goes where the data does not
@@ -299,11 +307,12 @@ def _load(args: argparse.Namespace, fmt: str) -> LoadResult:
     }
     if args.timeout is not None:
         common["timeout"] = args.timeout
-    if fmt == "parquet":
+    if fmt in TABLE_FORMATS:
         written: LoadResult = load_executions(
             workflows,
             args.bulk_id,
             output=args.out,
+            table_format="delta" if fmt == "delta" else "parquet",
             incremental=args.incremental,
             full_refresh=args.full_refresh,
             lookback=DEFAULT_LOOKBACK if args.lookback is None else args.lookback,
@@ -317,16 +326,19 @@ def _load(args: argparse.Namespace, fmt: str) -> LoadResult:
 
 
 def _summary(result: LoadResult, where: str, fmt: str) -> str:
-    rows = result.rows_written if fmt == "parquet" else result.rows_returned
+    table = fmt in TABLE_FORMATS
+    rows = result.rows_written if table else result.rows_returned
     line = (
         f"eachlabs-loader: {rows:,} executions "
-        f"{'written' if fmt == 'parquet' else 'exported'} to {where} ({fmt})"
+        f"{'written' if table else 'exported'} to {where} ({fmt})"
     )
-    if fmt == "parquet":
+    if table:
         line += (
             f": {result.rows_inserted:,} new, {result.rows_updated:,} updated, "
             f"{result.files_written} files"
         )
+    if result.table_version is not None:
+        line += f", version {result.table_version}"
     line += f"; {result.requests:,} requests, {result.retries} retries, {result.elapsed_s:.2f}s"
     if result.incremental:
         line += "; incremental"
@@ -335,6 +347,46 @@ def _summary(result: LoadResult, where: str, fmt: str) -> str:
     if result.failed:
         line += f"; FAILED: {', '.join(sorted(result.failed))}"
     return line
+
+
+def _maintain_parser(commands: Commands) -> None:
+    maintain = commands.add_parser(
+        "maintain",
+        help="compact a Delta table's small files and remove unreferenced ones",
+        description="Compact each partition's small files (optimize), then delete the files "
+        "no version within the retention needs (vacuum). Time travel reaches back only as "
+        "far as the retention.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    maintain.add_argument("--out", required=True, metavar="TABLE_URI", help="the Delta table")
+    maintain.add_argument("--no-compact", action="store_true", help="skip the compaction")
+    maintain.add_argument("--no-vacuum", action="store_true", help="skip the vacuum")
+    maintain.add_argument(
+        "--retention",
+        type=_duration,
+        metavar="DURATION",
+        help="keep replaced files this long (default: the table's own, 7 days)",
+    )
+    maintain.add_argument("-v", "--verbose", action="count", default=0)
+    maintain.add_argument("-q", "--quiet", action="count", default=0)
+    maintain.set_defaults(run=_run_maintain)
+
+
+def _run_maintain(args: argparse.Namespace) -> int:
+    done = maintain_table(
+        args.out,
+        compact=not args.no_compact,
+        vacuum=not args.no_vacuum,
+        retention=args.retention,
+    )
+    if not args.quiet:
+        print(
+            f"eachlabs-loader: {args.out}: {done.files_removed} files compacted into "
+            f"{done.files_added}, {done.files_vacuumed} unreferenced files removed; "
+            f"version {done.version}"
+        )
+    return EXIT_OK
 
 
 def _run_workflows(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from .errors import SchemaMismatchError, StorageError
 from .schema import ARROW_STRING, ARROW_TIMESTAMP, COLUMNS, arrow_schema, arrow_type_for
-from .storage import Location, list_files, read_schema, write_file_atomic
+from .storage import Location, is_directory, list_files, read_schema, write_file_atomic
 
 logger = logging.getLogger("eachlabs_loader")
 
@@ -23,6 +23,18 @@ DATASET_ID_KEY = b"eachlabs.dataset_id"
 """Key of the dataset's identity in ``_common_metadata`` (state files must match it)."""
 METADATA_FILE = "_common_metadata"
 PARTITION_COLUMNS = ("workflow_id", "date")
+DELTA_LOG = "_delta_log"
+"""A Delta table's transaction log: its root is a Delta table, not a hive lake."""
+
+
+def check_not_delta_table(location: Location) -> None:
+    """Refuse to write hive files into a Delta table (before anything is written)."""
+    if is_directory(location, location.path(DELTA_LOG)):
+        raise StorageError(
+            f"output {location.uri!r} is a Delta table, not a hive Parquet lake: write it with "
+            "table_format='delta', or give the lake another path",
+            path=location.uri,
+        )
 
 
 def read_dataset_schema(location: Location) -> tuple[pa.Schema | None, str | None]:

@@ -166,13 +166,25 @@ def read_state(
         data = read_bytes(location, path)
         if data is None:
             return None, f"no state file {name} in the dataset"
-        state = WorkflowState.from_json(data.decode("utf-8"))
-    except (StorageError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        text = data.decode("utf-8")
+    except (StorageError, UnicodeDecodeError) as exc:
         return None, f"state file {name} is unusable ({exc})"
-    if state.dataset_id != dataset_id:
+    return parse_state(text, f"state file {name}", flow_id, dataset_id)
+
+
+def parse_state(
+    text: str, name: str, flow_id: str, dataset_id: str | None
+) -> tuple[WorkflowState | None, str | None]:
+    """A stored state checked against the workflow and dataset it must describe (or None
+    and why not); ``dataset_id=None`` where the state lives inside the dataset itself."""
+    try:
+        state = WorkflowState.from_json(text)
+    except (ValueError, KeyError, TypeError) as exc:
+        return None, f"{name} is unusable ({exc})"
+    if dataset_id is not None and state.dataset_id != dataset_id:
         return None, "the state file belongs to another dataset (copied or recreated lake)"
     if state.flow_id != flow_id:
-        return None, f"the state file describes workflow {state.flow_id!r}"
+        return None, f"the {name} describes workflow {state.flow_id!r}"
     return state, None
 
 

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from .dataset import (
     align,
     check_compatible,
+    check_not_delta_table,
     read_dataset_schema,
     union_schema,
     write_dataset_schema,
@@ -114,6 +115,7 @@ class LakeWriter:
         self._touched: set[PartitionKey] = set()
         self._started = time.monotonic()
         check_writable(location)
+        check_not_delta_table(location)
         self._stored_schema, stored_id = read_dataset_schema(location)
         self.dataset_id = stored_id or uuid.uuid4().hex
         self._identity_stored = stored_id is not None
@@ -387,10 +389,10 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return ordered
 
 
-def write_executions(
+def write_lake(
     frame: pd.DataFrame, output: Any, *, filesystem: FileSystem | None = None
 ) -> LoadResult:
-    """Write a DataFrame of executions to the lake (same layout and upsert rules as a load).
+    """Write a DataFrame of executions to the hive lake (same layout and upsert rules as a load).
 
     Args:
         frame: ``load_executions`` output, or any frame with at least ``execution_id``.
@@ -414,10 +416,10 @@ def write_executions(
     return result
 
 
-def read_executions(
+def read_lake(
     output: Any, *, filesystem: FileSystem | None = None, workflow_id: str | None = None
 ) -> pd.DataFrame:
-    """Read the lake back into the DataFrame contract (plus nothing else).
+    """Read the hive lake back into the DataFrame contract (plus nothing else).
 
     Uses the dataset schema, so files written before a new field appeared read as nulls.
 

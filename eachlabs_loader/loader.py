@@ -29,21 +29,24 @@ from .config import (
     resolve_settings,
     validate_workflow_id,
 )
+from .delta import DeltaWriter
 from .errors import EachlabsError, InvalidRequestError
 from .incremental import (
     DEFAULT_LOOKBACK,
     IncrementalScan,
     StateTracker,
+    WorkflowState,
+    parse_state,
     read_state,
     validate_lookback,
     write_state,
 )
-from .lake import LakeWriter
+from .output import TableFormat, Writer, check_table_format, open_writer
 from .pagination import ColumnBuffer, Page
 from .progress import Progress
 from .result import LoadResult
 from .schema import drop_duplicate_executions, normalize_columns, warn_unparseable
-from .storage import FileSystem, resolve_location
+from .storage import FileSystem
 from .transport import EachlabsClient
 from .workflows import exported_workflow_ids, is_all_workflows
 
@@ -67,6 +70,7 @@ _WRITE_COUNTS = (
     "rows_updated",
     "partitions_touched",
     "files_written",
+    "table_version",
 )
 
 
@@ -89,6 +93,7 @@ def load_executions(
     incremental: bool = ...,
     full_refresh: bool = ...,
     lookback: timedelta | float = ...,
+    table_format: TableFormat = ...,
 ) -> pd.DataFrame: ...
 
 
@@ -111,6 +116,7 @@ def load_executions(
     incremental: bool = ...,
     full_refresh: bool = ...,
     lookback: timedelta | float = ...,
+    table_format: TableFormat = ...,
 ) -> LoadResult: ...
 
 
@@ -132,6 +138,7 @@ def load_executions(
     incremental: bool = False,
     full_refresh: bool = False,
     lookback: timedelta | float = DEFAULT_LOOKBACK,
+    table_format: TableFormat = "parquet",
 ) -> pd.DataFrame | LoadResult:
     """Every execution of one or more workflows, exactly once: a typed DataFrame, or a lake.
 
@@ -151,6 +158,9 @@ def load_executions(
             executions arrive; a 429 shrinks the pool for everyone (see README).
         output: a directory or URI (``s3://bucket/lake``...): write the Parquet lake there
             (see ``write_executions``) and return a ``LoadResult`` instead of a DataFrame.
+        table_format: with ``output``, ``"parquet"`` (default): the hive lake;
+            ``"delta"``: a Delta table, every workflow of the load in one commit (MERGE by
+            ``execution_id``; needs ``pip install 'eachlabs-loader[delta]'``).
         progress: a progress bar on stderr; None (default) shows it only where someone
             watches (a terminal, a notebook).
         allow_insecure: allow plain ``http://`` to a non-loopback host (sends the key in clear).
@@ -160,8 +170,9 @@ def load_executions(
             failures in the result's ``failed``.
         incremental: with ``output``, read only what changed since the dataset's last load
             of each workflow (new executions and those still open then), using the state
-            files in ``{output}/_state/``; falls back to a full load, with a WARNING and
-            the reason in the result's ``fallbacks``, when that is not safe (see README).
+            files in ``{output}/_state/`` (a Delta table: its commits); falls back to a full
+            load, with a WARNING and the reason in the result's ``fallbacks``, when that is
+            not safe (see README).
         full_refresh: load everything even with ``incremental`` (the state is rewritten).
         lookback: an incremental run re-reads executions created up to this long (a
             ``timedelta`` or seconds, default 1 hour) before the newest one it knew.
@@ -194,6 +205,9 @@ def load_executions(
     workflow_ids = [] if every_workflow else _workflow_ids(workflow_id)
     bulk_id = normalize_bulk_id(bulk_id)
     plan = _Plan.checked(incremental, full_refresh, lookback, lake=output is not None)
+    table_format = check_table_format(table_format)
+    if output is None and table_format != "parquet":
+        raise InvalidRequestError(f"table_format={table_format!r} needs output= (a path or URI)")
     if incremental and bulk_id is not None:
         raise InvalidRequestError(
             "incremental loads follow a whole workflow; leave bulk_id out (a bulk is loaded "
@@ -212,7 +226,7 @@ def load_executions(
         concurrency=concurrency,
         allow_insecure=allow_insecure,
     )
-    writer = None if output is None else LakeWriter(resolve_location(output, filesystem))
+    writer = None if output is None else open_writer(output, table_format, filesystem)
     with EachlabsClient(settings) as client, Progress(progress) as bar:
         client.retry_listeners.append(bar.note_retry)
         if every_workflow:
@@ -239,9 +253,9 @@ def export_executions(
     workflow_id: str,
     bulk_id: str | None = None,
     *,
-    writer: LakeWriter,
+    writer: Writer,
 ) -> LoadResult:
-    """Stream a workflow's executions into the lake held by ``writer``, then close it."""
+    """Stream a workflow's executions into the lake or table held by ``writer``, then close it."""
     run = _Run(client, normalize_bulk_id(bulk_id))
     return run.to_lake([validate_workflow_id(workflow_id)], writer)
 
@@ -317,17 +331,15 @@ class _Run:
         return frame
 
     def to_lake(
-        self, workflow_ids: list[str], writer: LakeWriter, plan: _Plan | None = None
+        self, workflow_ids: list[str], writer: Writer, plan: _Plan | None = None
     ) -> LoadResult:
-        """Stream into the lake; then, the data being written, each workflow's state file."""
+        """Stream into the lake or table; then the data and each workflow's state land."""
         plan = plan or _Plan()
         lock = threading.Lock()
         loads: dict[str, _Load] = {}
 
         def one(workflow_id: str) -> LoadResult:
-            load = _Load(
-                self.client, self._query(workflow_id), self.progress, writer=writer, plan=plan
-            )
+            load = _Load(self.client, self._query(workflow_id), self.progress, writer, plan)
             loads[workflow_id] = load
             for frame in load.frames(CHUNK_ROWS):
                 with lock:
@@ -335,14 +347,11 @@ class _Run:
             return load.finish(rows=load.rows_fetched)
 
         done, failed = self._each_into(writer, lock, workflow_ids, one)
-        with lock:
-            written = writer.close()
+        states = []
         if self.bulk_id is None:  # a bulk's rows say nothing about the rest of the workflow
-            for workflow_id, load_result in done.items():
-                state = loads[workflow_id].next_state(load_result)
-                if state is not None:
-                    writer.ensure_identity()
-                    write_state(writer.location, state)
+            states = [s for w, r in done.items() if (s := loads[w].next_state(r)) is not None]
+        with lock:
+            written = _commit(writer, states, [loads[w] for w in failed if w in loads])
         result = self._combine(done, failed)
         for name in _WRITE_COUNTS:
             setattr(result, name, getattr(written, name))
@@ -350,17 +359,21 @@ class _Run:
 
     def _each_into(
         self,
-        writer: LakeWriter,
+        writer: Writer,
         lock: threading.Lock,
         workflow_ids: list[str],
         task: Callable[[str], LoadResult],
     ) -> tuple[dict[str, LoadResult], dict[str, EachlabsError]]:
-        """``_each``; if it raises, what arrived is kept unless it was interrupted."""
+        """``_each``; if it raises, the hive lake keeps what arrived (unless interrupted),
+        a Delta table gets nothing (a failed load commits nothing)."""
         try:
             return self._each(workflow_ids, task)
         except EachlabsError:
             with lock:  # the rows that arrived are exact: kept (after a storage error: none)
-                writer.close()
+                if isinstance(writer, DeltaWriter):
+                    writer.abort()
+                else:
+                    writer.close()
             raise
         except BaseException:
             writer.abort()  # interrupted: every file stays as it was
@@ -441,8 +454,7 @@ class _Load:
         client: EachlabsClient,
         query: ListQuery,
         progress: Progress | None = None,
-        *,
-        writer: LakeWriter | None = None,
+        writer: Writer | None = None,
         plan: _Plan | None = None,
     ) -> None:
         self.client = client
@@ -454,10 +466,9 @@ class _Load:
         if writer is None or plan is None or not plan.incremental:
             self.scan = client.scan(query)
         else:
-            location, dataset_id = writer.location, writer.dataset_id
             self.scan = IncrementalScan(
                 client.scan(query),
-                load_state=lambda flow_id: read_state(location, flow_id, dataset_id),
+                load_state=_state_reader(writer),
                 full_scan=lambda: client.scan(query),
                 lookback=plan.lookback,
                 workflow_id=self.workflow_id,
@@ -496,6 +507,11 @@ class _Load:
         if self.tracker is not None:
             self.tracker.observe(frame)
         return frame
+
+    @property
+    def flow_id(self) -> str | None:
+        """The workflow's UUID as its rows say (None before the first row)."""
+        return None if self.tracker is None else self.tracker.flow_id
 
     def next_state(self, result: LoadResult) -> Any:
         """The workflow's state once this load's rows are in the lake (None: nothing to save)."""
@@ -547,6 +563,35 @@ class _Load:
             result.elapsed_s,
         )
         return result
+
+
+def _state_reader(writer: Writer) -> Callable[[str], tuple[WorkflowState | None, str | None]]:
+    """Where an incremental run finds a workflow's state: a state file, or the table's log."""
+    if isinstance(writer, DeltaWriter):
+        delta = writer
+
+        def from_the_log(flow_id: str) -> tuple[WorkflowState | None, str | None]:
+            text = delta.read_state(flow_id)
+            if text is None:
+                return None, "no commit of the Delta table holds a state for the workflow"
+            return parse_state(text, "state in the Delta log", flow_id, None)
+
+        return from_the_log
+    location, dataset_id = writer.location, writer.dataset_id
+    return lambda flow_id: read_state(location, flow_id, dataset_id)
+
+
+def _commit(writer: Writer, states: list[WorkflowState], failed: list[_Load]) -> LoadResult:
+    """Make the load visible: the hive lake's files, then its state files; or one Delta
+    commit holding the rows and the states, without the workflows that failed."""
+    if isinstance(writer, DeltaWriter):
+        writer.discard({f for load in failed if (f := load.flow_id) is not None})
+        return writer.close({state.flow_id: state.to_json() for state in states})
+    written = writer.close()
+    for state in states:
+        writer.ensure_identity()
+        write_state(writer.location, state)
+    return written
 
 
 def _without_repeats(previous: Page | None, page: Page) -> dict[str, list[Any]]:

@@ -20,6 +20,8 @@ class LoadResult:
     ``on_error="skip"``) in ``failed``, workflow id -> error message. ``incremental`` says
     the load read only what changed since the last one (every workflow, for several);
     ``fallbacks`` maps each workflow an incremental run loaded in full instead to why.
+    ``table_version`` is the Delta table's version after the load (None for other outputs;
+    the version it already had when the load changed nothing).
     """
 
     output: str | None = None
@@ -46,6 +48,7 @@ class LoadResult:
     errors: dict[str, Exception] = field(default_factory=dict, repr=False)
     incremental: bool = False
     fallbacks: dict[str, str] = field(default_factory=dict)
+    table_version: int | None = None
 
     def __repr__(self) -> str:
         where = f"{self.output!r}: " if self.output is not None else ""
@@ -59,6 +62,8 @@ class LoadResult:
         failures = (
             f", {len(self.failed)} workflow(s) FAILED: {sorted(self.failed)}" if self.failed else ""
         )
+        if self.table_version is not None:
+            failures += f", Delta version {self.table_version}"
         if self.incremental:
             failures += ", incremental"
         elif self.fallbacks:

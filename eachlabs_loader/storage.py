@@ -37,11 +37,16 @@ FileSystem = pafs.FileSystem
 
 @dataclass(frozen=True)
 class Location:
-    """A dataset root on a filesystem; ``uri`` is what the user gave (for messages)."""
+    """A dataset root on a filesystem; ``uri`` is what the user gave (for messages).
+
+    ``durable=False`` skips the fsyncs of a local disk: for scratch space that a crash may
+    lose (a Delta load's staging area), never for a dataset.
+    """
 
     filesystem: pafs.FileSystem
     root: str
     uri: str
+    durable: bool = True
 
     @property
     def is_local(self) -> bool:
@@ -191,6 +196,23 @@ def read_hive(
         return dataset.to_table(columns=schema.names, filter=filter_)
 
 
+def scratch_location(root: str) -> Location:
+    """A local directory for staging that no reader sees and a crash may lose (no fsync)."""
+    return Location(pafs.LocalFileSystem(), root, root, durable=False)
+
+
+def stream_files(
+    location: Location, paths: list[str], schema: pa.Schema, columns: dict[str, Any]
+) -> pa.RecordBatchReader:
+    """Parquet files read as one stream of ``schema`` (absent columns null), projected to
+    ``columns`` (name -> expression): memory follows one batch, not the files."""
+    with storage_errors(location.uri, "read the staged files of"):
+        dataset = pads.dataset(
+            paths, filesystem=location.filesystem, format="parquet", schema=schema
+        )
+        return dataset.scanner(columns=columns, batch_size=64 * 1024).to_reader()
+
+
 def write_file_atomic(location: Location, path: str, write: Callable[[Any], None]) -> None:
     """Write ``path`` so that readers see the old file or the new one, never a part."""
     staged = StagedFiles(location)
@@ -291,7 +313,7 @@ class StagedFiles:
             directories.add(path.rsplit("/", 1)[0])
         self._deleted.clear()
         self._losing.clear()
-        if self.location.is_local:
+        if self.location.is_local and self.location.durable:
             for directory in sorted(directories):
                 _fsync_directory(directory)
 
@@ -309,8 +331,9 @@ class StagedFiles:
                 os.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
                 with open(tmp, "wb") as handle:
                     write(handle)
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                    if self.location.durable:
+                        handle.flush()
+                        os.fsync(handle.fileno())
             else:
                 with self.location.filesystem.open_output_stream(tmp) as stream:
                     write(stream)

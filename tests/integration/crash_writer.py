@@ -1,7 +1,8 @@
 """A lake writer run in a subprocess, so a test can SIGKILL it mid-write.
 
-Usage: python crash_writer.py ROOT ROWS SEED [--changed]
-Prints one "wrote ..." line per data file as it is committed (DEBUG log of eachlabs_loader).
+Usage: python crash_writer.py ROOT ROWS SEED [--changed] [--delta]
+Prints one "wrote ..." line per data file as it is committed (DEBUG log of eachlabs_loader);
+with --delta, a Delta table, and "merging ..." as its one commit begins.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ def main() -> None:
             sandbox.finish(slug)
             sandbox.insert(slug, 500)
         print("ready", flush=True)
-        load_executions(slug, base_url=sandbox.base_url, api_key=sandbox.api_key, output=root)
+        load_executions(
+            slug,
+            base_url=sandbox.base_url,
+            api_key=sandbox.api_key,
+            output=root,
+            table_format="delta" if "--delta" in sys.argv else "parquet",
+        )
     print("done", flush=True)
 
 

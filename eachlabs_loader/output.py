@@ -1,0 +1,101 @@
+"""Where a load writes: the hive Parquet lake (the default) or a Delta table.
+
+``table_format`` picks one; both hold the same rows under the same rules (one row per
+``execution_id``, the newest ``updated_at`` wins, partitions by workflow and UTC date) and
+return the same ``LoadResult``. Each refuses the other's directory, before any request.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pandas as pd
+
+from .dataset import check_not_delta_table
+from .delta import DeltaTarget, DeltaWriter, read_table, write_table
+from .errors import InvalidRequestError, StorageError
+from .lake import LakeWriter, read_lake, write_lake
+from .result import LoadResult
+from .schema import conform_frame
+from .storage import FileSystem, resolve_location
+
+TableFormat = Literal["parquet", "delta"]
+TABLE_FORMATS: tuple[TableFormat, ...] = ("parquet", "delta")
+Writer = LakeWriter | DeltaWriter
+
+
+def check_table_format(table_format: object) -> TableFormat:
+    if table_format == "parquet":
+        return "parquet"
+    if table_format == "delta":
+        return "delta"
+    raise InvalidRequestError(
+        f"table_format must be 'parquet' (the hive lake) or 'delta', got {table_format!r}"
+    )
+
+
+def open_writer(
+    output: Any, table_format: TableFormat, filesystem: FileSystem | None = None
+) -> Writer:
+    """The writer of ``output``, checked (and the table opened) before any API request."""
+    if check_table_format(table_format) == "delta":
+        return DeltaWriter(DeltaTarget.resolve(output, filesystem))
+    return LakeWriter(resolve_location(output, filesystem))
+
+
+def write_executions(
+    frame: pd.DataFrame,
+    output: Any,
+    *,
+    filesystem: FileSystem | None = None,
+    table_format: TableFormat = "parquet",
+) -> LoadResult:
+    """Write a DataFrame of executions to the lake or a Delta table (a load's rules).
+
+    Args:
+        frame: ``load_executions`` output, or any frame with at least ``execution_id``.
+        output: a local path or a URI (``s3://``, ``gs://``...).
+        filesystem: an explicit ``pyarrow.fs.FileSystem`` for the hive lake; ``output`` is
+            then a path on it (a Delta table takes a URI and the environment's credentials).
+        table_format: ``"parquet"`` (default): the hive lake; ``"delta"``: a Delta table,
+            written in one commit (needs the ``delta`` extra).
+
+    Raises:
+        InvalidRequestError: ``frame`` is not a frame of executions, ``output`` is no URI,
+            or ``table_format`` is unknown (or ``deltalake`` is not installed).
+        StorageError: the output cannot be read or written, or is of the other format
+            (nothing was changed).
+        SchemaMismatchError: the output holds files with incompatible column types.
+    """
+    fmt = check_table_format(table_format)
+    if fmt == "parquet":
+        return write_lake(frame, output, filesystem=filesystem)
+    conformed = conform_frame(frame)
+    result = write_table(conformed, output, filesystem=filesystem)
+    result.rows_fetched = len(frame)
+    return result
+
+
+def read_executions(
+    output: Any,
+    *,
+    filesystem: FileSystem | None = None,
+    workflow_id: str | None = None,
+    version: int | None = None,
+) -> pd.DataFrame:
+    """Read the lake or the Delta table at ``output`` back into the DataFrame contract.
+
+    The format is found from the directory (a ``_delta_log`` makes it a Delta table).
+    ``version``: a Delta table's version to read (time travel); the latest by default.
+
+    Raises:
+        StorageError: there is no dataset at ``output``, or a file of it cannot be read.
+    """
+    location = resolve_location(output, filesystem)
+    try:
+        check_not_delta_table(location)
+    except StorageError:
+        return read_table(output, workflow_id=workflow_id, version=version)
+    if version is not None:
+        raise InvalidRequestError("version= reads a Delta table; this is a hive lake")
+    return read_lake(output, filesystem=filesystem, workflow_id=workflow_id)
