@@ -288,7 +288,7 @@ def test_workflows_command_lists_the_organisation(make_sandbox, tmp_path):
     [
         (["executions", "--all", "wf"], "not both"),
         (["executions"], "not both"),
-        (["executions", "wf", "--incremental"], "needs a Parquet lake"),
+        (["executions", "wf", "--incremental"], "needs a Parquet lake or a Delta table"),
         (["executions", "wf", "--out", "x.csv", "--incremental"], "needs a Parquet lake"),
         (["executions", "wf", "--out", "lake", "--incremental", "--lookback", "soon"], "duration"),
     ],
@@ -312,6 +312,7 @@ def test_incremental_and_all_usage_errors_exit_2_before_any_request(api, args, m
             "too long",
         ),
         (["workflows", "--out", "workflows.parquet"], ".csv or .jsonl"),
+        (["executions", "wf", "--format", "delta"], "--format delta needs --out"),
     ],
 )
 def test_flags_that_would_be_ignored_are_usage_errors(api, args, message, tmp_path):
@@ -326,3 +327,24 @@ def test_an_api_key_file_that_is_not_text_is_a_usage_error_without_its_bytes(api
     result = run(api, "executions", "x", "--api-key-file", str(key_file), env_key=None)
     assert result.returncode == 2 and "not UTF-8" in result.stderr
     assert "TOPSECRET" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_delta_table_from_the_command_line_exits_0_and_is_maintained(api, tmp_path):
+    slug = api.workflows[0].slug
+    table = str(tmp_path / "table")
+    first = run(api, "executions", slug, "--out", table, "--format", "delta")
+    assert first.returncode == 0, first.stderr  # delta-rs must not abort the process at exit
+    assert "300 executions written to" in first.stdout and "(delta)" in first.stdout
+    assert "version 1" in first.stdout
+    api.insert(slug, 4)
+    again = run(api, "executions", slug, "--out", table, "--format", "delta", "--incremental")
+    assert again.returncode == 0, again.stderr
+    assert "4 new" in again.stdout and "version 2" in again.stdout and "incremental" in again.stdout
+    maintained = run(api, "maintain", "--out", table, "--retention", "0")
+    assert maintained.returncode == 0, maintained.stderr
+    assert "2 files compacted into 1" in maintained.stdout
+    assert "2 unreferenced files removed" in maintained.stdout
+    lake = run(api, "executions", slug, "--out", table)  # the hive lake refuses a Delta table
+    assert lake.returncode == 5 and "is a Delta table" in lake.stderr
+    missing = run(api, "maintain", "--out", str(tmp_path / "nothing"))
+    assert missing.returncode == 5 and "no Delta table" in missing.stderr

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import duckdb
 import pyarrow.dataset as pads
 import pytest
+from deltalake import DeltaTable
 
-from eachlabs_loader import read_executions
+from eachlabs_loader import maintain_table, read_executions
 from eachlabs_loader.sandbox import Sandbox
 
 WRITER = pathlib.Path(__file__).with_name("crash_writer.py")
@@ -104,3 +107,59 @@ def test_the_next_run_after_a_crash_completes_the_lake(tmp_path, truth, baseline
     lake = read_executions(root)
     assert dict(zip(lake["execution_id"], lake["status"])) == new
     assert [p for p in root.rglob("*") if ".tmp-" in p.name] == []
+
+
+def run_delta_writer(root, *extra, kill_on=None, delay_s=0.0):
+    """The writer into a Delta table; SIGKILL it ``delay_s`` after a line starting ``kill_on``."""
+    process = subprocess.Popen(
+        [sys.executable, str(WRITER), str(root), str(ROWS), str(SEED), "--delta", *extra],
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+    for line in process.stdout:
+        if kill_on is not None and line.startswith(kill_on):
+            time.sleep(delay_s)
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=120)
+    process.stdout.close()
+    return process.returncode
+
+
+@pytest.fixture(scope="module")
+def delta_baseline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("delta") / "table"
+    assert run_delta_writer(root) == 0
+    return root
+
+
+@pytest.mark.parametrize(
+    ("kill_on", "delay_s"),
+    [("ready", 0.3), ("merging", 0.0), ("merging", 0.1), ("merging", 0.3), ("merging", 0.6)],
+)
+def test_sigkill_of_a_delta_writer_leaves_the_last_version_or_the_next(
+    tmp_path, truth, delta_baseline, kill_on, delay_s
+):
+    old, new = truth
+    root = tmp_path / "table"
+    shutil.copytree(delta_baseline, root)
+    code = run_delta_writer(root, "--changed", kill_on=kill_on, delay_s=delay_s)
+    assert code in (-signal.SIGKILL, 0)
+    table = DeltaTable(str(root))
+    data = table.to_pyarrow_dataset().to_table()
+    statuses = dict(zip(data["execution_id"].to_pylist(), data["status"].to_pylist()))
+    assert len(statuses) == data.num_rows, "duplicates after a crash"
+    # One commit per load: the table shows the whole last load, or the whole killed one.
+    assert statuses == (old if table.version() == 1 else new)
+    if code == 0:
+        assert table.version() == 2
+
+    assert run_delta_writer(root, "--changed") == 0  # the next run completes the table
+    assert read_executions(root).set_index("execution_id")["status"].to_dict() == new
+    maintain_table(root, retention=timedelta(0))  # an aborted commit's files go with vacuum
+    referenced = {
+        os.path.normpath(u.removeprefix("file://")) for u in DeltaTable(str(root)).file_uris()
+    }
+    on_disk = {str(p) for p in root.rglob("*.parquet") if "_delta_log" not in p.parts}
+    assert on_disk == referenced
