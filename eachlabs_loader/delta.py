@@ -69,6 +69,10 @@ STATES_KEY = "eachlabs.states"
 """Commit metadata key: ``{flow_id: state JSON}`` for the workflows the commit loaded."""
 PARTITIONS = pa.schema([("workflow_id", ARROW_STRING), ("date", pa.date32())])
 """The table's partition columns: the workflow UUID (``flow_id``) and the UTC date."""
+MAX_PARTITIONS_PER_COMMIT = 150
+"""delta-rs keeps a Parquet writer open per partition until its commit, about 1 MB each
+(BENCHMARKS.md, the Delta table): a load touching more partitions than this commits them in
+batches, so memory stays flat. Readers may then see a large backfill arrive in steps."""
 MAX_COMMIT_ATTEMPTS = 30
 """A conflicting commit is merged again up to this many times (concurrent writers)."""
 HISTORY_PAGE = 200
@@ -221,21 +225,50 @@ class DeltaWriter:
         shutil.rmtree(self._scratch, ignore_errors=True)
 
     def close(self, states: dict[str, str] | None = None) -> LoadResult:
-        """Merge every staged row into the table in one commit, with ``states`` (flow id ->
-        state JSON) in its metadata; returns the counts and the version committed."""
+        """Merge every staged row into the table, with ``states`` (flow id -> state JSON) in
+        the commit metadata; returns the counts and the version committed.
+
+        One commit, unless the load touched more than ``MAX_PARTITIONS_PER_COMMIT``
+        partitions: then one per batch of them, each workflow's state in its last batch.
+        """
+        states = states or {}
         try:
             self._staging.close()
             files = self._staged_files()
             result = LoadResult(output=self.target.uri, partitions_touched=len(files))
-            if files:
-                logger.debug("merging %d staged partitions into %s", len(files), self.target.uri)
-                self._merge_retried(files, states or {}, result)
-            elif self._table is not None:
+            batches = _batches(self._staging.location.root, files, states)
+            logger.debug("merging %d staged partitions into %s", len(files), self.target.uri)
+            uncommitted = {} if files else dict(states)
+            for batch, batch_states in batches:
+                if not self._merge_retried(batch, batch_states, result):
+                    uncommitted.update(batch_states)  # the MERGE changed nothing: no commit
+            if self._table is not None:
+                self._commit_new_states(uncommitted)
                 result.table_version = int(self._table.version())
         finally:
             self.abort()
         result.elapsed_s = time.monotonic() - self._started
         return result
+
+    def _commit_new_states(self, states: dict[str, str]) -> None:
+        """A load that changed no row leaves the table as it is: the states already there
+        still describe it. Only a workflow without any committed state gets one (else every
+        incremental run of it would load in full), in a commit without data."""
+        new = {flow: state for flow, state in states.items() if self.read_state(flow) is None}
+        if not new or self._table is None:
+            return
+        properties = deltalake().CommitProperties(
+            custom_metadata={STATES_KEY: json.dumps(new, sort_keys=True)}
+        )
+        with delta_errors(self.target.uri, "commit the state to"):
+            self._table.create_write_transaction(
+                [],
+                mode="append",
+                schema=self._table.schema(),
+                partition_by=list(PARTITIONS.names),
+                commit_properties=properties,
+            )
+            self._table.update_incremental()
 
     def read_state(self, flow_id: str) -> str | None:
         """The state JSON committed most recently for ``flow_id`` (None: no commit has one)."""
@@ -268,7 +301,8 @@ class DeltaWriter:
             if path[len(scratch.root) + 1 :].split("/", 1)[0] not in skip
         ]
 
-    def _merge_retried(self, files: list[str], states: dict[str, str], result: LoadResult) -> None:
+    def _merge_retried(self, files: list[str], states: dict[str, str], result: LoadResult) -> bool:
+        """One MERGE, retried on conflicts; whether it committed (a no-op commits nothing)."""
         policy = RetryPolicy(MAX_COMMIT_ATTEMPTS - 1, initial_wait_s=0.05, max_wait_s=2.0)
         attempts = 0
 
@@ -282,10 +316,10 @@ class DeltaWriter:
 
         metrics = policy.call(attempt)
         assert self._table is not None
-        result.rows_inserted = int(metrics["num_target_rows_inserted"])
-        result.rows_updated = int(metrics["num_target_rows_updated"])
+        result.rows_inserted += int(metrics["num_target_rows_inserted"])
+        result.rows_updated += int(metrics["num_target_rows_updated"])
         result.rows_written = result.rows_inserted + result.rows_updated
-        result.files_written = int(metrics["num_target_files_added"])
+        result.files_written += int(metrics["num_target_files_added"])
         result.table_version = int(self._table.version())
         logger.debug(
             "merged into %s at version %d (%d attempts): %s",
@@ -294,6 +328,7 @@ class DeltaWriter:
             attempts,
             metrics,
         )
+        return int(metrics["num_target_files_added"]) + int(metrics["num_target_files_removed"]) > 0
 
     def _create_or_open(self) -> DeltaTable:
         """The table, created (empty, partitioned, the contract's schema) if it is not there.
@@ -361,6 +396,31 @@ class DeltaWriter:
                 .when_not_matched_insert_all()
                 .execute()
             )
+
+
+def _batches(
+    root: str, files: list[str], states: dict[str, str]
+) -> list[tuple[list[str], dict[str, str]]]:
+    """The staged partitions in commits of at most ``MAX_PARTITIONS_PER_COMMIT``, a
+    workflow's partitions consecutive, its state with its last one (so an interrupted
+    series leaves the older state: the next run reads again what is not yet committed)."""
+    last: dict[str, int] = {}
+    for position, path in enumerate(files):
+        last[path[len(root) + 1 :].split("/", 1)[0]] = position
+    homes = {flow: f"workflow_id={partition_value(flow)}" for flow in states}
+    batches: list[tuple[list[str], dict[str, str]]] = []
+    for start in range(0, len(files), MAX_PARTITIONS_PER_COMMIT):
+        end = start + MAX_PARTITIONS_PER_COMMIT
+        batch_states = {
+            flow: state
+            for flow, state in states.items()
+            if start <= last.get(homes[flow], -1) < end
+        }
+        batches.append((files[start:end], batch_states))
+    if batches:  # a workflow with no staged row: its state rides with the last commit
+        unstaged = {flow: states[flow] for flow in states if homes[flow] not in last}
+        batches[-1][1].update(unstaged)
+    return batches
 
 
 @contextmanager

@@ -429,3 +429,31 @@ def test_scratch_space_is_removed_after_every_load(make_sandbox, tmp_path, monke
     with pytest.raises(APIError):
         load(sandbox, sandbox.workflows[0].slug, tmp_path / "t", max_retries=0)
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_load_of_many_partitions_commits_in_batches_with_each_state_in_its_last(
+    make_sandbox, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(delta_module, "MAX_PARTITIONS_PER_COMMIT", 3)
+    sandbox = make_sandbox(rows=4000, workflows=2)  # 6 daily partitions each
+    result = load(sandbox, [w.slug for w in sandbox.workflows], tmp_path / "t")
+    commits = merges(tmp_path / "t")[::-1]  # oldest first
+    assert len(commits) == 4 == result.table_version
+    assert ids(tmp_path / "t") == {i for w in sandbox.workflows for i in sandbox.expected_ids(w.id)}
+    first, second = (w.id for w in sorted(sandbox.workflows, key=lambda w: w.id))
+    assert [sorted(json.loads(c[STATES_KEY])) for c in commits] == [[], [first], [], [second]]
+    sandbox.insert(sandbox.workflows[0].slug, 3)
+    again = load(sandbox, sandbox.workflows[0].slug, tmp_path / "t", incremental=True)
+    assert again.incremental and again.rows_inserted == 3
+
+
+def test_a_load_that_changes_nothing_still_commits_a_missing_state(make_sandbox, tmp_path):
+    sandbox = make_sandbox(rows=900, workflows=1)
+    slug = sandbox.workflows[0].slug
+    frame = load_executions(slug, base_url=sandbox.base_url, api_key=sandbox.api_key)
+    write_executions(frame, tmp_path / "t", table_format="delta")  # rows, but no state
+    quiet = load(sandbox, slug, tmp_path / "t")
+    assert (quiet.rows_written, quiet.table_version) == (0, 2)
+    assert DeltaTable(str(tmp_path / "t")).history(1)[0]["operation"] == "WRITE"
+    assert load(sandbox, slug, tmp_path / "t").table_version == 2  # now nothing at all
+    assert load(sandbox, slug, tmp_path / "t", incremental=True).incremental
