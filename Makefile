@@ -55,6 +55,7 @@ $(VENV22)/.installed: pyproject.toml
 bench: $(VENVBENCH)/.installed
 	$(VENVBENCH)/bin/python benchmarks/peers.py --scenarios cpu latency inserts cpu-mixed
 	$(VENVBENCH)/bin/python benchmarks/lake_memory.py --rows 100000 1000000
+	$(VENVBENCH)/bin/python benchmarks/delta.py --rows 100000 1000000
 
 $(VENVBENCH)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENVBENCH)

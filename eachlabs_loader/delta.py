@@ -208,10 +208,6 @@ class DeltaWriter:
         self._discarded: set[str] = set()
         self._history: list[dict[str, Any]] | None = None
 
-    @property
-    def version(self) -> int | None:
-        return None if self._table is None else int(self._table.version())
-
     def add(self, frame: pd.DataFrame) -> None:
         self._staging.add(frame)
 
@@ -316,6 +312,7 @@ class DeltaWriter:
 
         metrics = policy.call(attempt)
         assert self._table is not None
+        self._history = None  # it has a new commit now
         result.rows_inserted += int(metrics["num_target_rows_inserted"])
         result.rows_updated += int(metrics["num_target_rows_updated"])
         result.rows_written = result.rows_inserted + result.rows_updated

@@ -227,14 +227,19 @@ def load_executions(
         allow_insecure=allow_insecure,
     )
     writer = None if output is None else open_writer(output, table_format, filesystem)
-    with EachlabsClient(settings) as client, Progress(progress) as bar:
-        client.retry_listeners.append(bar.note_retry)
-        if every_workflow:
-            workflow_ids = exported_workflow_ids(client)
-        run = _Run(client, bulk_id, on_error=on_error, progress=bar)
-        if writer is None:
-            return run.to_frame(workflow_ids)
-        return run.to_lake(workflow_ids, writer, plan)
+    try:
+        with EachlabsClient(settings) as client, Progress(progress) as bar:
+            client.retry_listeners.append(bar.note_retry)
+            if every_workflow:
+                workflow_ids = exported_workflow_ids(client)
+            run = _Run(client, bulk_id, on_error=on_error, progress=bar)
+            if writer is None:
+                return run.to_frame(workflow_ids)
+            return run.to_lake(workflow_ids, writer, plan)
+    except BaseException:
+        if writer is not None:  # e.g. listing the workflows failed: a Delta load's scratch
+            writer.abort()
+        raise
 
 
 def fetch_executions(
