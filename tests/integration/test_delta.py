@@ -435,7 +435,7 @@ def test_a_load_of_many_partitions_commits_in_batches_with_each_state_in_its_las
     make_sandbox, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(delta_module, "MAX_PARTITIONS_PER_COMMIT", 3)
-    sandbox = make_sandbox(rows=4000, workflows=2)  # 6 daily partitions each
+    sandbox = make_sandbox(rows=4000, workflows=2, open_window=100)  # 6 days each
     result = load(sandbox, [w.slug for w in sandbox.workflows], tmp_path / "t")
     commits = merges(tmp_path / "t")[::-1]  # oldest first
     assert len(commits) == 4 == result.table_version
@@ -444,11 +444,11 @@ def test_a_load_of_many_partitions_commits_in_batches_with_each_state_in_its_las
     assert [sorted(json.loads(c[STATES_KEY])) for c in commits] == [[], [first], [], [second]]
     sandbox.insert(sandbox.workflows[0].slug, 3)
     again = load(sandbox, sandbox.workflows[0].slug, tmp_path / "t", incremental=True)
-    assert again.incremental and again.rows_inserted == 3
+    assert again.incremental and again.rows_inserted == 3, again.fallbacks
 
 
 def test_a_load_that_changes_nothing_still_commits_a_missing_state(make_sandbox, tmp_path):
-    sandbox = make_sandbox(rows=900, workflows=1)
+    sandbox = make_sandbox(rows=900, workflows=1, open_window=100)
     slug = sandbox.workflows[0].slug
     frame = load_executions(slug, base_url=sandbox.base_url, api_key=sandbox.api_key)
     write_executions(frame, tmp_path / "t", table_format="delta")  # rows, but no state
