@@ -27,9 +27,13 @@ DELTA_LOG = "_delta_log"
 """A Delta table's transaction log: its root is a Delta table, not a hive lake."""
 
 
+def is_delta_table(location: Location) -> bool:
+    return is_directory(location, location.path(DELTA_LOG))
+
+
 def check_not_delta_table(location: Location) -> None:
     """Refuse to write hive files into a Delta table (before anything is written)."""
-    if is_directory(location, location.path(DELTA_LOG)):
+    if is_delta_table(location):
         raise StorageError(
             f"output {location.uri!r} is a Delta table, not a hive Parquet lake: write it with "
             "table_format='delta', or give the lake another path",

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -44,7 +46,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .dataset import DELTA_LOG, METADATA_FILE, check_compatible, union_schema
+from .dataset import METADATA_FILE, check_compatible, is_delta_table, union_schema
 from .errors import InvalidRequestError, SchemaMismatchError, StorageError
 from .lake import DATA_FILE, NULL_PARTITION, LakeWriter, partition_value
 from .result import LoadResult
@@ -52,11 +54,14 @@ from .retry import RetryPolicy
 from .schema import ARROW_STRING, arrow_schema, arrow_to_frame
 from .storage import (
     Location,
+    check_writable,
     is_directory,
     is_file,
     list_files,
+    may_hold_nulls,
     resolve_location,
     scratch_location,
+    storage_errors,
     stream_files,
 )
 
@@ -154,6 +159,14 @@ class DeltaTarget:
         uri = output if "://" in output else os.path.abspath(output)
         return cls(uri.rstrip("/") or uri, storage_options(uri))
 
+    def is_remote_only(self) -> bool:
+        """A URI only delta-rs can reach (pyarrow has no filesystem for it)."""
+        try:
+            resolve_location(self.uri)
+        except InvalidRequestError:
+            return True
+        return False
+
     def exists(self) -> bool:
         with delta_errors(self.uri, "open"):
             return bool(deltalake().DeltaTable.is_deltatable(self.uri, self.options))
@@ -172,7 +185,7 @@ def check_not_hive_lake(target: DeltaTarget) -> None:
         location = resolve_location(target.uri)
     except InvalidRequestError:
         return  # a store pyarrow cannot list (delta-rs may still reach it): nothing to check
-    if is_directory(location, location.path(DELTA_LOG)):
+    if is_delta_table(location):
         return
     if (
         is_file(location, location.path(METADATA_FILE))
@@ -201,12 +214,21 @@ class DeltaWriter:
         self._table = target.open() if target.exists() else None
         if self._table is not None:
             self._check_table(self._table)
+        elif not target.is_remote_only():
+            check_writable(resolve_location(target.uri))  # a new table: can it be created?
         # The states name it; they live in the table itself, so nothing needs to match it.
         self.dataset_id = str(self._table.metadata().id) if self._table else uuid.uuid4().hex
-        self._scratch = tempfile.mkdtemp(prefix="eachlabs-delta-")
-        self._staging = LakeWriter(scratch_location(self._scratch))
+        with storage_errors(tempfile.gettempdir(), "create a scratch directory in"):
+            self._scratch = tempfile.mkdtemp(prefix="eachlabs-delta-")
+        try:
+            self._staging = LakeWriter(scratch_location(self._scratch))
+        except BaseException:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            raise
         self._discarded: set[str] = set()
         self._history: list[dict[str, Any]] | None = None
+        self._history_complete = False
+        self._history_lock = threading.Lock()  # workflows' loads ask from their threads
 
     def add(self, frame: pd.DataFrame) -> None:
         self._staging.add(frame)
@@ -227,7 +249,7 @@ class DeltaWriter:
         One commit, unless the load touched more than ``MAX_PARTITIONS_PER_COMMIT``
         partitions: then one per batch of them, each workflow's state in its last batch.
         """
-        states = states or {}
+        states = {f: s for f, s in (states or {}).items() if f not in self._discarded}
         try:
             self._staging.close()
             files = self._staged_files()
@@ -235,8 +257,12 @@ class DeltaWriter:
             batches = _batches(self._staging.location.root, files, states)
             logger.debug("merging %d staged partitions into %s", len(files), self.target.uri)
             uncommitted = {} if files else dict(states)
-            for batch, batch_states in batches:
-                if not self._merge_retried(batch, batch_states, result):
+            for number, (batch, batch_states) in enumerate(batches):
+                try:
+                    committed = self._merge_retried(batch, batch_states, result)
+                except StorageError as exc:
+                    raise _partly_committed(exc, number, len(batches), result) from exc
+                if not committed:
                     uncommitted.update(batch_states)  # the MERGE changed nothing: no commit
             if self._table is not None:
                 self._commit_new_states(uncommitted)
@@ -267,26 +293,48 @@ class DeltaWriter:
             self._table.update_incremental()
 
     def read_state(self, flow_id: str) -> str | None:
-        """The state JSON committed most recently for ``flow_id`` (None: no commit has one)."""
-        if self._table is None:
-            return None
-        seen = 0
-        while True:
-            history = self._read_history(seen + HISTORY_PAGE)
-            for commit in history[seen:]:
-                states = _states_of(commit)
-                if flow_id in states:
-                    return states[flow_id]
-            if len(history) < seen + HISTORY_PAGE:
+        """The state JSON committed most recently for ``flow_id`` (None: no commit has one).
+
+        Walks the history newest first; a RESTORE undoes the commits after the version it
+        restored, so their states no longer describe the table and are skipped.
+        """
+        with self._history_lock:
+            if self._table is None:
                 return None
-            seen = len(history)
+            seen, restored = 0, None
+            while True:
+                history = self._read_history(seen + HISTORY_PAGE)
+                for commit in history[seen:]:
+                    version = int(commit.get("version", -1))
+                    if restored is not None and version > restored:
+                        continue
+                    if commit.get("operation") == "RESTORE":
+                        target = commit.get("operationParameters", {}).get("version")
+                        restored = int(target) if target is not None else -1
+                        continue
+                    states = _states_of(commit)
+                    if flow_id in states:
+                        return states[flow_id]
+                if self._history_complete or len(history) < seen + HISTORY_PAGE:
+                    return None
+                seen = len(history)
 
     def _read_history(self, limit: int) -> list[dict[str, Any]]:
-        if self._history is None or len(self._history) < limit:
+        if self._history is None or (len(self._history) < limit and not self._history_complete):
             assert self._table is not None
             with delta_errors(self.target.uri, "read the history of"):
                 self._history = self._table.history(limit)
+            self._history_complete = len(self._history) < limit
         return self._history
+
+    def _undated_workflows(self, files: list[str]) -> set[str]:
+        """The workflow directories with a staged row that has no created_at."""
+        scratch = self._staging.location
+        return {
+            path[len(scratch.root) + 1 :].split("/", 1)[0]
+            for path in files
+            if may_hold_nulls(scratch, path, "created_at")
+        }
 
     def _staged_files(self) -> list[str]:
         scratch = self._staging.location
@@ -312,7 +360,7 @@ class DeltaWriter:
 
         metrics = policy.call(attempt)
         assert self._table is not None
-        self._history = None  # it has a new commit now
+        self._history, self._history_complete = None, False  # it has a new commit now
         result.rows_inserted += int(metrics["num_target_rows_inserted"])
         result.rows_updated += int(metrics["num_target_rows_updated"])
         result.rows_written = result.rows_inserted + result.rows_updated
@@ -379,7 +427,9 @@ class DeltaWriter:
         with delta_errors(self.target.uri, "merge into"), _conflicts(self.target.uri):
             merger = table.merge(
                 _source(self._staging.location, files, schema),
-                predicate=_match_predicate(self._staging.location.root, files),
+                predicate=_match_predicate(
+                    self._staging.location.root, files, self._undated_workflows(files)
+                ),
                 source_alias="s",
                 target_alias="t",
                 merge_schema=True,
@@ -387,7 +437,8 @@ class DeltaWriter:
                 commit_properties=properties,
             )
             updates = {_quote(c): f"s.{_quote(c)}" for c in columns}
-            updates["date"] = "COALESCE(s.date, t.date)"  # an undated row stays where it is
+            # A row without created_at stays where it is stored (the hive lake's rule).
+            updates["date"] = "CASE WHEN s.created_at IS NULL THEN t.date ELSE s.date END"
             return dict(
                 merger.when_matched_update(updates, predicate=_newer_and_changed(columns, known))
                 .when_not_matched_insert_all()
@@ -420,6 +471,21 @@ def _batches(
     return batches
 
 
+def _partly_committed(
+    exc: StorageError, number: int, batches: int, result: LoadResult
+) -> StorageError:
+    """The error of a batch, saying what the batches before it committed (their rows are
+    exact; the states of the workflows not finished are not committed)."""
+    if number == 0:
+        return exc
+    return StorageError(
+        f"{exc} (after {number} of {batches} commits of this load, up to version "
+        f"{result.table_version}: their rows are in the table, the unfinished workflows' "
+        "states are not, so the next run reads them again)",
+        path=exc.path,
+    )
+
+
 @contextmanager
 def _conflicts(uri: str) -> Iterator[None]:
     errors = deltalake().exceptions
@@ -433,39 +499,41 @@ def _conflicts(uri: str) -> Iterator[None]:
 
 
 def _source(scratch: Location, files: list[str], schema: pa.Schema) -> pa.RecordBatchReader:
-    """The staged rows, streamed, with the table's partition columns computed."""
+    """The staged rows, streamed, with the table's partition columns computed (as the hive
+    lake does: an empty flow_id is the null partition, like a missing one)."""
     when = pc.coalesce(pc.field("created_at"), pc.field("started_at"))
+    flow = pc.field("flow_id")
     projection = {name: pc.field(name) for name in schema.names}
-    projection["workflow_id"] = pc.field("flow_id")
+    projection["workflow_id"] = pc.if_else(flow == "", pa.scalar(None, pa.string()), flow)
     projection["date"] = when.cast(pa.date32())
     return stream_files(scratch, files, schema, projection)
 
 
-def _match_predicate(root: str, files: list[str]) -> str:
+def _match_predicate(root: str, files: list[str], searched_whole: set[str]) -> str:
     """Match by execution_id, among the partitions the staged rows can be in.
 
-    Per workflow: the dates staged, plus the undated partition (a row whose date became
-    known moves out of it); a workflow with undated rows is searched whole, as the hive lake
-    does, since such a row may already be stored under its real date.
+    Per workflow: the dates staged, plus the rows stored without created_at (undated, or
+    dated by started_at: a row whose created_at became known moves out of there). A workflow
+    in ``searched_whole`` (it has staged rows without created_at) is searched whole, as the
+    hive lake does: such a row may be stored under any date already.
     """
     dates: dict[str, set[str]] = defaultdict(set)
     for path in files:
         workflow, date = path[len(root) + 1 :].split("/")[:2]
-        dates[workflow.removeprefix("workflow_id=")].add(date.removeprefix("date="))
+        dates[workflow].add(date.removeprefix("date="))
     where = []
     for workflow, days in sorted(dates.items()):
+        encoded = workflow.removeprefix("workflow_id=")
         flow = (
             "t.workflow_id IS NULL"
-            if workflow == NULL_PARTITION
-            else f"t.workflow_id = {_literal(unquote(workflow))}"
+            if encoded == NULL_PARTITION
+            else f"t.workflow_id = {_literal(unquote(encoded))}"
         )
-        if NULL_PARTITION in days:
+        if workflow in searched_whole or NULL_PARTITION in days:
             where.append(f"({flow})")
             continue
-        low, high = min(days), max(days)
-        where.append(
-            f"({flow} AND (t.date IS NULL OR (t.date >= DATE '{low}' AND t.date <= DATE '{high}')))"
-        )
+        listed = ", ".join(f"DATE '{day}'" for day in sorted(days))
+        where.append(f"({flow} AND (t.created_at IS NULL OR t.date IN ({listed})))")
     return f"t.execution_id = s.execution_id AND ({' OR '.join(where)})"
 
 
@@ -507,6 +575,15 @@ def _states_of(commit: dict[str, Any]) -> dict[str, str]:
         if isinstance(states, dict)
         else {}
     )
+
+
+def _retention_hours(retention: timedelta | None) -> int | None:
+    """Whole hours, rounded up (delta-rs counts hours): 30 minutes keeps an hour."""
+    if retention is None:
+        return None
+    if not isinstance(retention, timedelta) or retention < timedelta(0):
+        raise InvalidRequestError(f"retention must be a timedelta of 0 or more, got {retention!r}")
+    return math.ceil(retention.total_seconds() / 3600)
 
 
 def write_table(frame: pd.DataFrame, output: Any, *, filesystem: Any = None) -> LoadResult:
@@ -571,7 +648,7 @@ def maintain_table(
             result.files_added = int(metrics.get("numFilesAdded", 0))
             result.files_removed = int(metrics.get("numFilesRemoved", 0))
         if vacuum:
-            hours = None if retention is None else int(retention.total_seconds() // 3600)
+            hours = _retention_hours(retention)
             removed = table.vacuum(  # an explicit retention is the caller's choice to make
                 retention_hours=hours,
                 dry_run=False,

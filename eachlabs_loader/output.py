@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from .dataset import check_not_delta_table
+from .dataset import is_delta_table
 from .delta import DeltaTarget, DeltaWriter, read_table, write_table
-from .errors import InvalidRequestError, StorageError
+from .errors import InvalidRequestError
 from .lake import LakeWriter, read_lake, write_lake
 from .result import LoadResult
 from .schema import conform_frame
@@ -91,10 +91,13 @@ def read_executions(
     Raises:
         StorageError: there is no dataset at ``output``, or a file of it cannot be read.
     """
-    location = resolve_location(output, filesystem)
     try:
-        check_not_delta_table(location)
-    except StorageError:
+        location = resolve_location(output, filesystem)
+    except InvalidRequestError:
+        if filesystem is not None:
+            raise
+        location = None  # a URI pyarrow cannot open (az://...): only a Delta table can be there
+    if location is None or is_delta_table(location):
         return read_table(output, workflow_id=workflow_id, version=version)
     if version is not None:
         raise InvalidRequestError("version= reads a Delta table; this is a hive lake")

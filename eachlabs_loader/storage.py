@@ -201,6 +201,21 @@ def scratch_location(root: str) -> Location:
     return Location(pafs.LocalFileSystem(), root, root, durable=False)
 
 
+def may_hold_nulls(location: Location, path: str, column: str) -> bool:
+    """Whether a Parquet file's ``column`` may hold a null, from its footer's statistics
+    (True when they do not say, or the column is absent)."""
+    with storage_errors(path, "read the footer of"), location.filesystem.open_input_file(path) as f:
+        footer = pq.read_metadata(f)
+    index = footer.schema.to_arrow_schema().get_field_index(column)
+    if index < 0:
+        return True
+    for group in range(footer.num_row_groups):
+        stats = footer.row_group(group).column(index).statistics
+        if stats is None or not stats.has_null_count or stats.null_count > 0:
+            return True
+    return False
+
+
 def stream_files(
     location: Location, paths: list[str], schema: pa.Schema, columns: dict[str, Any]
 ) -> pa.RecordBatchReader:

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -457,3 +458,79 @@ def test_a_load_that_changes_nothing_still_commits_a_missing_state(make_sandbox,
     assert DeltaTable(str(tmp_path / "t")).history(1)[0]["operation"] == "WRITE"
     assert load(sandbox, slug, tmp_path / "t").table_version == 2  # now nothing at all
     assert load(sandbox, slug, tmp_path / "t", incremental=True).incremental
+
+
+@pytest.mark.parametrize("created_first", [False, True])
+def test_a_row_dated_by_started_at_is_found_whichever_way_its_date_changes(tmp_path, created_first):
+    started = pd.Timestamp("2025-02-04T00:00:01Z")
+    created = pd.Timestamp("2025-02-03T23:59:59Z")
+    without = pd.DataFrame(
+        {"execution_id": ["x"], "flow_id": ["w"], "started_at": [started], "status": ["a"]}
+    )
+    with_created = without.assign(created_at=created, status="b")
+    first, second = (with_created, without) if created_first else (without, with_created)
+    for frame, table in ((first, "delta"), (second, "delta"), (first, "hive"), (second, "hive")):
+        fmt = "delta" if table == "delta" else "parquet"
+        write_executions(frame, tmp_path / table, table_format=fmt)
+    lake = read_executions(tmp_path / "hive")
+    assert ids(tmp_path / "delta") == {"x"} and len(lake) == 1
+    stored = rows(tmp_path / "delta").to_pylist()[0]
+    assert stored["status"] == lake["status"][0] == second["status"][0]
+    assert str(stored["date"]) == "2025-02-03"  # moved there, or kept where it was stored
+
+
+def test_an_empty_flow_id_is_the_null_partition_and_merges_in_place(tmp_path):
+    frame = pd.DataFrame({"execution_id": ["x"], "flow_id": [""], "status": ["running"]})
+    write_executions(frame, tmp_path / "t", table_format="delta")
+    result = write_executions(frame.assign(status="done"), tmp_path / "t", table_format="delta")
+    assert (result.rows_inserted, result.rows_updated) == (0, 1)
+    data = rows(tmp_path / "t")
+    assert data["execution_id"].to_pylist() == ["x"] and data["workflow_id"].to_pylist() == [None]
+
+
+def test_a_retention_is_whole_hours_rounded_up_and_never_negative(tmp_path):
+    frame = pd.DataFrame({"execution_id": ["a"], "flow_id": ["w"]})
+    write_executions(frame, tmp_path / "t", table_format="delta")
+    write_executions(frame.assign(status="done"), tmp_path / "t", table_format="delta")
+    done = maintain_table(tmp_path / "t", compact=False, retention=timedelta(minutes=30))
+    assert done.files_vacuumed == 0  # 30 minutes keeps an hour: the replaced file stays
+    with pytest.raises(InvalidRequestError, match="retention"):
+        maintain_table(tmp_path / "t", retention=timedelta(hours=-1))
+
+
+def test_the_state_of_commits_undone_by_a_restore_is_not_used(make_sandbox, tmp_path):
+    sandbox = make_sandbox(rows=2000, workflows=1, open_window=1500)
+    slug = sandbox.workflows[0].slug
+    load(sandbox, slug, tmp_path / "t")  # version 1: open executions down to 1,500 deep
+    sandbox.finish(slug)
+    load(sandbox, slug, tmp_path / "t")  # version 2: all finished, a state with none open
+    DeltaTable(str(tmp_path / "t")).restore(1)  # version 3 = version 1: open again
+    # Version 2's state would stop after the first page; version 1's reads down to them.
+    load(sandbox, slug, tmp_path / "t", incremental=True, lookback=0)
+    stored = dict(zip(*[rows(tmp_path / "t")[c].to_pylist() for c in ("execution_id", "status")]))
+    assert stored == {r["execution_id"]: r["status"] for r in sandbox.rows(slug)}
+
+
+def test_a_new_table_that_cannot_be_created_is_refused_before_any_request(sandbox, tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(StorageError):
+        load(sandbox, sandbox.workflows[0].slug, tmp_path / "file" / "t")
+    assert sandbox.requests == []
+
+
+def test_a_failed_batch_says_what_the_batches_before_it_committed(
+    make_sandbox, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(delta_module, "MAX_PARTITIONS_PER_COMMIT", 2)
+    sandbox = make_sandbox(rows=4000, workflows=1)  # 6 partitions: 3 commits
+    original = DeltaWriter._merge
+
+    def third_fails(self, table, files, states):
+        if table.version() >= 2:
+            raise StorageError("disk full", path="x")
+        return original(self, table, files, states)
+
+    monkeypatch.setattr(DeltaWriter, "_merge", third_fails)
+    with pytest.raises(StorageError, match=r"after 2 of 3 commits of this load, up to version 2"):
+        load(sandbox, sandbox.workflows[0].slug, tmp_path / "t")
+    assert all(not c[STATES_KEY] or c[STATES_KEY] == "{}" for c in merges(tmp_path / "t"))

@@ -42,15 +42,17 @@ def test_the_merge_reads_only_the_partitions_staged():
     files = [
         f"{root}/workflow_id=a/date=2025-01-02/executions.parquet",
         f"{root}/workflow_id=a/date=2025-01-05/executions.parquet",
+        f"{root}/workflow_id=b/date=2025-01-05/executions.parquet",
         f"{root}/workflow_id=it%27s/date=__HIVE_DEFAULT_PARTITION__/executions.parquet",
     ]
-    predicate = _match_predicate(root, files)
+    predicate = _match_predicate(root, files, {"workflow_id=b"})
     assert predicate.startswith("t.execution_id = s.execution_id AND (")
     assert (
-        "(t.workflow_id = 'a' AND (t.date IS NULL OR (t.date >= DATE '2025-01-02' AND "
-        "t.date <= DATE '2025-01-05')))" in predicate
+        "(t.workflow_id = 'a' AND (t.created_at IS NULL OR t.date IN "
+        "(DATE '2025-01-02', DATE '2025-01-05')))" in predicate
     )
-    assert "(t.workflow_id = 'it''s')" in predicate  # undated rows: the whole workflow
+    assert "(t.workflow_id = 'b') OR" in predicate  # rows without created_at: searched whole
+    assert "(t.workflow_id = 'it''s')" in predicate  # undated rows too
 
 
 def test_batches_keep_a_workflows_state_with_its_last_partition(monkeypatch):
