@@ -23,18 +23,11 @@ import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 
+from lake_memory import peak_rss_mb  # the script's own directory is on sys.path
+
 from eachlabs_loader.sandbox import Sandbox, data, server
 
 FORMATS = ("parquet", "delta")
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM; ``ru_maxrss`` would be the parent's)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def child(fmt: str, base_url: str, key: str, slug: str, out: str, incremental: str) -> None:

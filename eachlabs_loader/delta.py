@@ -1,4 +1,5 @@
-"""The Delta table: the lake's rows as a Delta Lake table, one atomic commit per load.
+"""The Delta table: the lake's rows as a Delta Lake table, one atomic commit per load
+(per ``MAX_PARTITIONS_PER_COMMIT`` partitions, for a backfill that touches more).
 
 Layout (delta-rs names the data files)::
 
@@ -8,7 +9,7 @@ Layout (delta-rs names the data files)::
 delta-rs (the optional ``deltalake`` package) owns the protocol; this module decides what to
 commit. A load stages its rows in a local scratch hive lake (``lake.LakeWriter`` on a
 temporary directory: one row per ``execution_id``, the lake's merge rules, bounded memory),
-then MERGEs the staged files into the table in a single commit: an upsert by
+then MERGEs the staged files into the table in one commit: an upsert by
 ``execution_id`` where the newest ``updated_at`` wins (ties go to the new row, identical rows
 are left alone), limited by a predicate to the workflows and dates the load touched, so its
 cost follows what changed. Each workflow's incremental state travels in the same commit's
