@@ -1,5 +1,5 @@
-"""The Delta table: the lake's rows as a Delta Lake table, one atomic commit per load
-(per ``MAX_PARTITIONS_PER_COMMIT`` partitions, for a backfill that touches more).
+"""The Delta table: the lake's rows as a Delta Lake table, each workflow of a load in one
+atomic commit.
 
 Layout (delta-rs names the data files)::
 
@@ -9,16 +9,21 @@ Layout (delta-rs names the data files)::
 delta-rs (the optional ``deltalake`` package) owns the protocol; this module decides what to
 commit. A load stages its rows in a local scratch hive lake (``lake.LakeWriter`` on a
 temporary directory: one row per ``execution_id``, the lake's merge rules, bounded memory),
-then MERGEs the staged files into the table in one commit: an upsert by
+then commits them. The workflows the table holds no row of yet need no merge: their
+staged files are copied into the table and appended in one commit (flat memory, however
+many days a backfill covers). The others are MERGEd in one commit: an upsert by
 ``execution_id`` where the newest ``updated_at`` wins (ties go to the new row, identical rows
 are left alone), limited by a predicate to the workflows and dates the load touched, so its
-cost follows what changed. Each workflow's incremental state travels in the same commit's
-metadata (``STATES_KEY``): data and state cannot diverge, and a copied table keeps both.
+cost follows what changed. Every commit claims the workflows it writes as application
+transactions, so two writers committing the same workflow at once conflict. Each
+workflow's incremental state travels in the commit of its rows' metadata (``STATES_KEY``):
+data and state cannot diverge, and a copied table keeps both.
 
-Before the commit nothing is visible. A commit that conflicts with a concurrent one (another
-MERGE of the same partitions) is retried on the newer version: the staged rows are merged
-again. A writer killed at any moment leaves the table at its last version; the files of an
-aborted commit belong to no version and ``maintain_table`` (vacuum) removes them.
+Before the commit nothing is visible. A commit that conflicts with a concurrent one (the
+same workflow, or another MERGE of the same partitions) is retried on the newer version:
+the workflows now stored are merged instead of appended. A writer killed at any moment
+leaves the table at its last version; the files of an aborted commit belong to no
+version and ``maintain_table`` (vacuum) removes them.
 
 ``deltalake`` enters the package here and nowhere else.
 """
@@ -56,6 +61,7 @@ from .schema import ARROW_STRING, arrow_schema, arrow_to_frame
 from .storage import (
     Location,
     check_writable,
+    copy_file,
     is_directory,
     is_file,
     list_files,
@@ -75,10 +81,8 @@ STATES_KEY = "eachlabs.states"
 """Commit metadata key: ``{flow_id: state JSON}`` for the workflows the commit loaded."""
 PARTITIONS = pa.schema([("workflow_id", ARROW_STRING), ("date", pa.date32())])
 """The table's partition columns: the workflow UUID (``flow_id``) and the UTC date."""
-MAX_PARTITIONS_PER_COMMIT = 150
-"""delta-rs keeps a Parquet writer open per partition until its commit, about 1 MB each
-(BENCHMARKS.md, the Delta table): a load touching more partitions than this commits them in
-batches, so memory stays flat. Readers may then see a large backfill arrive in steps."""
+CLAIM_PREFIX = "eachlabs-loader:"
+"""Application transaction ids (``txn`` actions) of the workflows a commit writes."""
 MAX_COMMIT_ATTEMPTS = 30
 """A conflicting commit is merged again up to this many times (concurrent writers)."""
 HISTORY_PAGE = 200
@@ -244,27 +248,24 @@ class DeltaWriter:
         shutil.rmtree(self._scratch, ignore_errors=True)
 
     def close(self, states: dict[str, str] | None = None) -> LoadResult:
-        """Merge every staged row into the table, with ``states`` (flow id -> state JSON) in
+        """Commit every staged row to the table, with ``states`` (flow id -> state JSON) in
         the commit metadata; returns the counts and the version committed.
 
-        One commit, unless the load touched more than ``MAX_PARTITIONS_PER_COMMIT``
-        partitions: then one per batch of them, each workflow's state in its last batch.
+        One commit for the workflows the table holds no row of yet (their files, appended),
+        one MERGE for the others: each workflow lands whole in one commit.
         """
-        states = {f: s for f, s in (states or {}).items() if f not in self._discarded}
+        uncommitted = {f: s for f, s in (states or {}).items() if f not in self._discarded}
         try:
             self._staging.close()
             files = self._staged_files()
             result = LoadResult(output=self.target.uri, partitions_touched=len(files))
-            batches = _batches(self._staging.location.root, files, states)
-            logger.debug("merging %d staged partitions into %s", len(files), self.target.uri)
-            uncommitted = {} if files else dict(states)
-            for number, (batch, batch_states) in enumerate(batches):
-                try:
-                    committed = self._merge_retried(batch, batch_states, result)
-                except StorageError as exc:
-                    raise _partly_committed(exc, number, len(batches), result) from exc
-                if not committed:
-                    uncommitted.update(batch_states)  # the MERGE changed nothing: no commit
+            logger.debug("committing %d staged partitions to %s", len(files), self.target.uri)
+            remaining = self._append_retried(files, uncommitted, result) if files else []
+            try:
+                if remaining and self._merge_retried(remaining, dict(uncommitted), result):
+                    uncommitted.clear()
+            except StorageError as exc:
+                raise _partly_committed(exc, len(remaining) < len(files), result) from exc
             if self._table is not None:
                 self._commit_new_states(uncommitted)
                 result.table_version = int(self._table.version())
@@ -346,6 +347,106 @@ class DeltaWriter:
             if path[len(scratch.root) + 1 :].split("/", 1)[0] not in skip
         ]
 
+    def _append_retried(
+        self, files: list[str], states: dict[str, str], result: LoadResult
+    ) -> list[str]:
+        """Append, in one commit, the files of the workflows the table holds no row of (their
+        rows need no merge); retried on conflicts. Returns the files left to MERGE.
+
+        delta-rs's writer keeps a Parquet writer open per partition until it commits (about
+        1 MB each: 1.7 GB for a backfill of 1,390 days), so these files are the scratch
+        lake's, copied as they are: memory stays flat however many days a backfill covers.
+        Committed states are removed from ``states``.
+        """
+        if self.target.is_remote_only():
+            return files  # pyarrow cannot write there: delta-rs's MERGE does it all
+        policy = RetryPolicy(MAX_COMMIT_ATTEMPTS - 1, initial_wait_s=0.05, max_wait_s=2.0)
+        copies: dict[str, _StagedCopy] = {}
+        attempts = 0
+
+        def attempt() -> list[str]:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1 or self._table is None:
+                self._table = self._create_or_open()
+                self._check_table(self._table)
+            else:  # opened before paging: which workflows are stored is asked of the latest
+                with delta_errors(self.target.uri, "read"):
+                    self._table.update_incremental()
+            fresh, stored = self._split_new(self._table, files)
+            if fresh:
+                workflows = {_workflow_dir(self._staging.location.root, f) for f in fresh}
+                with_states = _states_in(states, workflows, everything=not stored)
+                self._append(self._table, fresh, with_states, copies)
+                for flow in with_states:
+                    states.pop(flow)
+            return stored
+
+        stored = policy.call(attempt)
+        if len(stored) < len(files):
+            added = [copies[f] for f in files if f not in stored]
+            result.rows_inserted += sum(a.stats_rows for a in added)
+            result.rows_written = result.rows_inserted + result.rows_updated
+            result.files_written += len(added)
+            assert self._table is not None
+            result.table_version = int(self._table.version())
+            self._history, self._history_complete = None, False
+        return stored
+
+    def _split_new(self, table: DeltaTable, files: list[str]) -> tuple[list[str], list[str]]:
+        """The staged files of workflows absent from the table, and the others; all others
+        when the staged rows bring a column the table lacks (MERGE evolves the schema)."""
+        found = _arrow_schema(table)
+        if any(name not in found.names for name in self._staging.schema.names):
+            return [], files
+        check_compatible(self._staging.schema, found, self.target.uri)
+        with delta_errors(self.target.uri, "read the files of"):
+            actions = table.get_add_actions(flatten=True)
+        stored = {
+            f"workflow_id={partition_value(flow)}"
+            for flow in actions.column("partition.workflow_id").to_pylist()
+        }
+        root = self._staging.location.root
+        # A flow id that needs percent-encoding in a path goes by MERGE: delta-rs names
+        # its files (the transaction log names paths as URIs, readers decode them).
+        appended = [
+            "%" not in _workflow_dir(root, f) and _workflow_dir(root, f) not in stored
+            for f in files
+        ]
+        fresh = [f for f, new in zip(files, appended, strict=True) if new]
+        return fresh, [f for f, new in zip(files, appended, strict=True) if not new]
+
+    def _append(
+        self,
+        table: DeltaTable,
+        files: list[str],
+        states: dict[str, str],
+        copies: dict[str, _StagedCopy],
+    ) -> None:
+        """Copy the staged files into the table (once, whatever the attempts) and commit
+        them. Each workflow the commit brings is claimed as an application transaction, so
+        a concurrent commit of the same workflow conflicts (Delta's protocol checks it)."""
+        module = deltalake()
+        scratch, location = self._staging.location, resolve_location(self.target.uri)
+        for path in files:
+            if path not in copies:
+                copies[path] = _copied(scratch, path, location)
+                logger.debug("copied %s into %s", copies[path].path, self.target.uri)
+        workflows = {_workflow_dir(scratch.root, f) for f in files}
+        properties = module.CommitProperties(
+            custom_metadata={STATES_KEY: json.dumps(states, sort_keys=True)},
+            app_transactions=_claims(workflows),
+        )
+        with delta_errors(self.target.uri, "append to"), _conflicts(self.target.uri):
+            table.create_write_transaction(
+                [copies[path].action(module) for path in files],
+                mode="append",
+                schema=table.schema(),
+                partition_by=list(PARTITIONS.names),
+                commit_properties=properties,
+            )
+            table.update_incremental()
+
     def _merge_retried(self, files: list[str], states: dict[str, str], result: LoadResult) -> bool:
         """One MERGE, retried on conflicts; whether it committed (a no-op commits nothing)."""
         policy = RetryPolicy(MAX_COMMIT_ATTEMPTS - 1, initial_wait_s=0.05, max_wait_s=2.0)
@@ -422,8 +523,10 @@ class DeltaWriter:
         check_compatible(self._staging.schema, schema, self.target.uri)
         columns = schema.names
         known = set(found.names)
+        workflows = {_workflow_dir(self._staging.location.root, f) for f in files}
         properties = deltalake().CommitProperties(
-            custom_metadata={STATES_KEY: json.dumps(states, sort_keys=True)}
+            custom_metadata={STATES_KEY: json.dumps(states, sort_keys=True)},
+            app_transactions=_claims(workflows),
         )
         with delta_errors(self.target.uri, "merge into"), _conflicts(self.target.uri):
             merger = table.merge(
@@ -447,42 +550,69 @@ class DeltaWriter:
             )
 
 
-def _batches(
-    root: str, files: list[str], states: dict[str, str]
-) -> list[tuple[list[str], dict[str, str]]]:
-    """The staged partitions in commits of at most ``MAX_PARTITIONS_PER_COMMIT``, a
-    workflow's partitions consecutive, its state with its last one (so an interrupted
-    series leaves the older state: the next run reads again what is not yet committed)."""
-    last: dict[str, int] = {}
-    for position, path in enumerate(files):
-        last[path[len(root) + 1 :].split("/", 1)[0]] = position
-    homes = {flow: f"workflow_id={partition_value(flow)}" for flow in states}
-    batches: list[tuple[list[str], dict[str, str]]] = []
-    for start in range(0, len(files), MAX_PARTITIONS_PER_COMMIT):
-        end = start + MAX_PARTITIONS_PER_COMMIT
-        batch_states = {
-            flow: state
-            for flow, state in states.items()
-            if start <= last.get(homes[flow], -1) < end
-        }
-        batches.append((files[start:end], batch_states))
-    if batches:  # a workflow with no staged row: its state rides with the last commit
-        unstaged = {flow: states[flow] for flow in states if homes[flow] not in last}
-        batches[-1][1].update(unstaged)
-    return batches
+@dataclass(frozen=True)
+class _StagedCopy:
+    """A scratch lake file copied into the table: what its add action says about it."""
+
+    path: str  # relative to the table's root, as the transaction log names it
+    size: int
+    stats_rows: int
+    null_counts: dict[str, int]
+    partition_values: dict[str, str | None]
+
+    def action(self, module: ModuleType) -> Any:
+        # Row and null counts from the footer, exact; no min/max (optional in Delta). The
+        # null counts let a MERGE skip the files without rows lacking created_at.
+        stats = json.dumps({"numRecords": self.stats_rows, "nullCount": self.null_counts})
+        return module.transaction.AddAction(
+            self.path,  # URI-safe: the workflow's directory name needs no encoding
+            self.size,
+            self.partition_values,
+            int(time.time() * 1000),
+            True,
+            stats,
+        )
 
 
-def _partly_committed(
-    exc: StorageError, number: int, batches: int, result: LoadResult
-) -> StorageError:
-    """The error of a batch, saying what the batches before it committed (their rows are
-    exact; the states of the workflows not finished are not committed)."""
-    if number == 0:
+def _copied(scratch: Location, path: str, table: Location) -> _StagedCopy:
+    workflow, date = path[len(scratch.root) + 1 :].split("/")[:2]
+    relative = f"{workflow}/{date}/part-{uuid.uuid4()}.snappy.parquet"
+    copied = copy_file(scratch, path, table, table.path(*relative.split("/")))
+    values = {
+        name: None if value == NULL_PARTITION else unquote(value)
+        for name, value in (workflow.split("=", 1), date.split("=", 1))
+    }
+    return _StagedCopy(relative, copied.size, copied.rows, copied.null_counts, values)
+
+
+def _workflow_dir(root: str, path: str) -> str:
+    """``workflow_id=<encoded flow id>``: the staged file's workflow directory."""
+    return path[len(root) + 1 :].split("/", 1)[0]
+
+
+def _states_in(states: dict[str, str], workflows: set[str], *, everything: bool) -> dict[str, str]:
+    """The states of these workflows' flows; ``everything``: all of them (the commit is the
+    load's last, so the workflows without staged rows ride with it)."""
+    if everything:
+        return dict(states)
+    return {f: s for f, s in states.items() if f"workflow_id={partition_value(f)}" in workflows}
+
+
+def _claims(workflows: set[str]) -> list[Any]:
+    """One application transaction per workflow a commit writes: two commits claiming the
+    same one conflict, commits of other workflows do not."""
+    version = time.time_ns() // 1000
+    transaction = deltalake().transaction.Transaction
+    return [transaction(f"{CLAIM_PREFIX}{w}", version) for w in sorted(workflows)]
+
+
+def _partly_committed(exc: StorageError, appended: bool, result: LoadResult) -> StorageError:
+    """A failed MERGE after the load's append committed: say that the new workflows are in."""
+    if not appended:
         return exc
     return StorageError(
-        f"{exc} (after {number} of {batches} commits of this load, up to version "
-        f"{result.table_version}: their rows are in the table, the unfinished workflows' "
-        "states are not, so the next run reads them again)",
+        f"{exc} (the workflows new to the table were committed before, at version "
+        f"{result.table_version}: their rows and states are in, the merged ones' are not)",
         path=exc.path,
     )
 

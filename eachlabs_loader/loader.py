@@ -159,9 +159,9 @@ def load_executions(
         output: a directory or URI (``s3://bucket/lake``...): write the Parquet lake there
             (see ``write_executions``) and return a ``LoadResult`` instead of a DataFrame.
         table_format: with ``output``, ``"parquet"`` (default): the hive lake;
-            ``"delta"``: a Delta table, every workflow of the load in one commit (MERGE by
-            ``execution_id``; a load touching over 150 partitions commits in batches of
-            150; needs ``pip install 'eachlabs-loader[delta]'``).
+            ``"delta"``: a Delta table, every workflow of the load in one commit (appended
+            when the table holds none of its rows, else MERGEd by ``execution_id``; needs
+            ``pip install 'eachlabs-loader[delta]'``).
         progress: a progress bar on stderr; None (default) shows it only where someone
             watches (a terminal, a notebook).
         allow_insecure: allow plain ``http://`` to a non-loopback host (sends the key in clear).

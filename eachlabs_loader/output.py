@@ -58,7 +58,7 @@ def write_executions(
         filesystem: an explicit ``pyarrow.fs.FileSystem`` for the hive lake; ``output`` is
             then a path on it (a Delta table takes a URI and the environment's credentials).
         table_format: ``"parquet"`` (default): the hive lake; ``"delta"``: a Delta table,
-            written in one commit (needs the ``delta`` extra).
+            each workflow in one commit (needs the ``delta`` extra).
 
     Raises:
         InvalidRequestError: ``frame`` is not a frame of executions, ``output`` is no URI,

@@ -216,6 +216,48 @@ def may_hold_nulls(location: Location, path: str, column: str) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class CopiedFile:
+    """A Parquet file copied as it is, and what its footer says."""
+
+    size: int
+    rows: int
+    null_counts: dict[str, int]  # the columns whose every row group counts its nulls
+
+
+def copy_file(source: Location, path: str, target: Location, destination: str) -> CopiedFile:
+    """Copy a Parquet file as it is (no reader sees ``destination`` until a commit names
+    it, so no temporary name)."""
+    with storage_errors(destination, "write"):
+        parent = destination.rsplit("/", 1)[0]
+        target.filesystem.create_dir(parent, recursive=True)
+        pafs.copy_files(
+            path,
+            destination,
+            source_filesystem=source.filesystem,
+            destination_filesystem=target.filesystem,
+        )
+        size = target.filesystem.get_file_info(destination).size
+    with storage_errors(path, "read the footer of"), source.filesystem.open_input_file(path) as f:
+        footer = pq.read_metadata(f)
+    return CopiedFile(int(size), int(footer.num_rows), _null_counts(footer))
+
+
+def _null_counts(footer: pq.FileMetaData) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for index in range(footer.num_columns):
+        name = footer.schema.column(index).path
+        total = 0
+        for group in range(footer.num_row_groups):
+            stats = footer.row_group(group).column(index).statistics
+            if stats is None or not stats.has_null_count:
+                break
+            total += stats.null_count
+        else:
+            counts[name] = total
+    return counts
+
+
 def stream_files(
     location: Location, paths: list[str], schema: pa.Schema, columns: dict[str, Any]
 ) -> pa.RecordBatchReader:

@@ -2,7 +2,8 @@
 
 Usage: python crash_writer.py ROOT ROWS SEED [--changed] [--delta]
 Prints one "wrote ..." line per data file as it is committed (DEBUG log of eachlabs_loader);
-with --delta, a Delta table, and "merging ..." as its one commit begins.
+with --delta, a Delta table: "committing ..." as its commits begin, "copied ..." per file
+appended.
 """
 
 from __future__ import annotations

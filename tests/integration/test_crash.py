@@ -136,7 +136,7 @@ def delta_baseline(tmp_path_factory):
 
 @pytest.mark.parametrize(
     ("kill_on", "delay_s"),
-    [("ready", 0.3), ("merging", 0.0), ("merging", 0.1), ("merging", 0.3), ("merging", 0.6)],
+    [("ready", 0.3), ("committing", 0.0), ("committing", 0.1), ("committing", 0.4)],
 )
 def test_sigkill_of_a_delta_writer_leaves_the_last_version_or_the_next(
     tmp_path, truth, delta_baseline, kill_on, delay_s
@@ -158,6 +158,29 @@ def test_sigkill_of_a_delta_writer_leaves_the_last_version_or_the_next(
     assert run_delta_writer(root, "--changed") == 0  # the next run completes the table
     assert read_executions(root).set_index("execution_id")["status"].to_dict() == new
     maintain_table(root, retention=timedelta(0))  # an aborted commit's files go with vacuum
+    referenced = {
+        os.path.normpath(u.removeprefix("file://")) for u in DeltaTable(str(root)).file_uris()
+    }
+    on_disk = {str(p) for p in root.rglob("*.parquet") if "_delta_log" not in p.parts}
+    assert on_disk == referenced
+
+
+@pytest.mark.parametrize(("kill_on", "delay_s"), [("copied", 0.0), ("committing", 0.05)])
+def test_sigkill_of_a_first_delta_load_leaves_no_rows_or_all_of_them(
+    tmp_path, truth, kill_on, delay_s
+):
+    old, _ = truth
+    root = tmp_path / "table"
+    code = run_delta_writer(root, kill_on=kill_on, delay_s=delay_s)
+    assert code in (-signal.SIGKILL, 0)
+    if (root / "_delta_log").is_dir() and list((root / "_delta_log").glob("*.json")):
+        data = DeltaTable(str(root)).to_pyarrow_dataset().to_table()
+        statuses = dict(zip(data["execution_id"].to_pylist(), data["status"].to_pylist()))
+        assert len(statuses) == data.num_rows, "duplicates after a crash"
+        assert statuses in ({}, old)  # the appended files, all of them or none
+    assert run_delta_writer(root) == 0
+    assert read_executions(root).set_index("execution_id")["status"].to_dict() == old
+    maintain_table(root, retention=timedelta(0))
     referenced = {
         os.path.normpath(u.removeprefix("file://")) for u in DeltaTable(str(root)).file_uris()
     }

@@ -34,6 +34,7 @@ from eachlabs_loader import (
     write_executions,
 )
 from eachlabs_loader.delta import STATES_KEY, DeltaTarget, DeltaWriter
+from eachlabs_loader.schema import conform_frame
 
 WRITER = Path(__file__).with_name("delta_writer.py")
 
@@ -62,7 +63,9 @@ def ids(table, version=None):
 
 
 def merges(table):
-    return [c for c in DeltaTable(str(table)).history() if c["operation"] == "MERGE"]
+    """The commits of loads, newest first: appends of new workflows and MERGEs."""
+    history = DeltaTable(str(table)).history()
+    return [c for c in history if c["operation"] in ("MERGE", "WRITE")]
 
 
 def test_a_load_is_one_commit_with_every_row_typed_and_partitioned(make_sandbox, tmp_path):
@@ -169,11 +172,18 @@ def test_every_version_shows_each_workflow_before_or_after_a_load(make_sandbox, 
     first_a = set(sandbox.expected_ids(a))
     sandbox.insert(a, 30)
     sandbox.finish(a, 10)
-    load(sandbox, [a, b], tmp_path / "t")
+    result = load(sandbox, [a, b], tmp_path / "t")
     assert ids(tmp_path / "t", version=1) == first_a
-    assert ids(tmp_path / "t", version=2) == set(sandbox.expected_ids(a)) | set(
-        sandbox.expected_ids(b)
-    )
+    # b is new to the table (appended), a is merged: two commits, each workflow whole in one.
+    final_a, final_b = set(sandbox.expected_ids(a)), set(sandbox.expected_ids(b))
+    seen = []
+    for version in range(1, result.table_version + 1):
+        stored = ids(tmp_path / "t", version=version)
+        assert stored & final_a in (first_a & final_a, final_a)
+        assert not stored - first_a - final_a - final_b
+        seen.append((stored >= final_a, stored >= final_b, stored & final_b in (set(), final_b)))
+    assert result.table_version == 3 and seen[-1] == (True, True, True)
+    assert all(whole for *_, whole in seen)
 
 
 def test_new_fields_become_columns_and_a_column_never_changes_type(tmp_path):
@@ -287,29 +297,22 @@ def test_incremental_runs_read_the_state_committed_with_the_data(make_sandbox, t
     assert state["last_run"]["mode"] == "incremental"
 
 
-def test_conflicting_commits_are_merged_again_on_the_new_version(tmp_path, caplog):
-    t0 = pd.Timestamp("2025-03-01T10:00:00Z")
-
-    def frame(ids_, status):
-        n = len(ids_)
-        return pd.DataFrame(
-            {
-                "execution_id": ids_,
-                "flow_id": ["w"] * n,
-                "status": [status] * n,
-                "created_at": [t0] * n,
-                "updated_at": [t0] * n,
-            }
-        )
-
-    write_executions(frame(["seed"], "completed"), tmp_path / "t", table_format="delta")
+def test_conflicting_commits_are_merged_again_on_the_new_version(tmp_path, caplog, monkeypatch):
+    write_executions(
+        contract_frame(["seed"], "w", "completed"), tmp_path / "t", table_format="delta"
+    )
     target = DeltaTarget.resolve(tmp_path / "t")
-    first, second = DeltaWriter(target), DeltaWriter(target)  # both read version 1
-    from eachlabs_loader.schema import conform_frame
+    first, second = DeltaWriter(target), DeltaWriter(target)
+    first.add(contract_frame(["a", "seed"], "w", "running"))
+    second.add(contract_frame(["b"], "w", "queued"))
+    merge = DeltaWriter._merge
 
-    first.add(conform_frame(frame(["a", "seed"], "running")))
-    second.add(conform_frame(frame(["b"], "queued")))
-    assert first.close().table_version == 2
+    def first_commits_meanwhile(self, table, files, states):
+        if self is second and table.version() == 1:
+            assert first.close().table_version == 2  # while second merges version 1
+        return merge(self, table, files, states)
+
+    monkeypatch.setattr(DeltaWriter, "_merge", first_commits_meanwhile)
     with caplog.at_level(logging.INFO, logger="eachlabs_loader"):
         result = second.close()
     assert result.table_version == 3 and result.rows_inserted == 1
@@ -432,20 +435,105 @@ def test_scratch_space_is_removed_after_every_load(make_sandbox, tmp_path, monke
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
-def test_a_load_of_many_partitions_commits_in_batches_with_each_state_in_its_last(
-    make_sandbox, tmp_path, monkeypatch
+def test_a_backfill_of_many_days_is_one_commit_and_a_reload_of_them_one_merge(
+    make_sandbox, tmp_path
 ):
-    monkeypatch.setattr(delta_module, "MAX_PARTITIONS_PER_COMMIT", 3)
     sandbox = make_sandbox(rows=4000, workflows=2, open_window=100)  # 6 days each
-    result = load(sandbox, [w.slug for w in sandbox.workflows], tmp_path / "t")
-    commits = merges(tmp_path / "t")[::-1]  # oldest first
-    assert len(commits) == 4 == result.table_version
+    slugs = [w.slug for w in sandbox.workflows]
+    result = load(sandbox, slugs, tmp_path / "t")
+    (commit,) = merges(tmp_path / "t")
+    assert commit["operation"] == "WRITE" and result.table_version == 1
+    assert sorted(json.loads(commit[STATES_KEY])) == sorted(w.id for w in sandbox.workflows)
+    assert (result.rows_inserted, result.files_written, result.partitions_touched) == (8000, 12, 12)
     assert ids(tmp_path / "t") == {i for w in sandbox.workflows for i in sandbox.expected_ids(w.id)}
-    first, second = (w.id for w in sorted(sandbox.workflows, key=lambda w: w.id))
-    assert [sorted(json.loads(c[STATES_KEY])) for c in commits] == [[], [first], [], [second]]
-    sandbox.insert(sandbox.workflows[0].slug, 3)
-    again = load(sandbox, sandbox.workflows[0].slug, tmp_path / "t", incremental=True)
-    assert again.incremental and again.rows_inserted == 3, again.fallbacks
+    sandbox.finish(slugs[0])
+    again = load(sandbox, slugs, tmp_path / "t")  # both stored: one MERGE of the 12 days
+    assert [c["operation"] for c in merges(tmp_path / "t")] == ["MERGE", "WRITE"]
+    assert again.table_version == 2 and again.rows_inserted == 0 and again.rows_updated > 0
+    sandbox.insert(slugs[0], 3)
+    more = load(sandbox, slugs[0], tmp_path / "t", incremental=True)
+    assert more.incremental and more.rows_inserted == 3, more.fallbacks
+
+
+def test_appended_files_count_their_nulls_so_a_merge_skips_the_days_it_does_not_touch(
+    make_sandbox, tmp_path
+):
+    sandbox = make_sandbox(rows=4000, workflows=1, open_window=20)  # 6 days, appended
+    slug = sandbox.workflows[0].slug
+    load(sandbox, slug, tmp_path / "t", incremental=True)
+    sandbox.insert(slug, 3)
+    assert load(sandbox, slug, tmp_path / "t", incremental=True).rows_inserted == 3
+    commit = DeltaTable(str(tmp_path / "t")).history(1)[0]
+    metrics = commit["operationMetrics"]
+    assert commit["operation"] == "MERGE"
+    assert (
+        metrics["num_target_files_scanned"],
+        metrics["num_target_files_skipped_during_scan"],
+    ) == (
+        1,
+        5,
+    )
+
+
+def contract_frame(ids_, flow, status):
+    t0 = pd.Timestamp("2025-03-01T10:00:00Z")
+    n = len(ids_)
+    return conform_frame(
+        pd.DataFrame(
+            {
+                "execution_id": ids_,
+                "flow_id": [flow] * n,
+                "status": [status] * n,
+                "created_at": [t0] * n,
+                "updated_at": [t0] * n,
+            }
+        )
+    )
+
+
+def test_two_writers_appending_the_same_new_workflow_conflict_and_the_second_merges(
+    tmp_path, caplog, monkeypatch
+):
+    seed = contract_frame(["seed"], "other", "done")
+    write_executions(seed, tmp_path / "t", table_format="delta")
+    target = DeltaTarget.resolve(tmp_path / "t")
+    first, second, third = DeltaWriter(target), DeltaWriter(target), DeltaWriter(target)
+    first.add(contract_frame(["a", "b"], "w", "running"))
+    second.add(contract_frame(["b", "c"], "w", "done"))  # w is new in what both read
+    third.add(contract_frame(["z"], "v", "done"))  # another new workflow: no conflict
+    append = DeltaWriter._append
+
+    def others_commit_meanwhile(self, table, files, states, copies):
+        if self is second and table.version() == 1:  # second found w new at version 1
+            assert first.close().table_version == 2
+            assert third.close().table_version == 3
+        return append(self, table, files, states, copies)
+
+    monkeypatch.setattr(DeltaWriter, "_append", others_commit_meanwhile)
+    with caplog.at_level(logging.INFO, logger="eachlabs_loader"):
+        result = second.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("conflicted with a concurrent writer" in m for m in messages) == 1
+    assert any("Concurrent transaction" in m for m in messages)  # the claims of w met
+    assert (result.table_version, result.rows_inserted, result.rows_updated) == (4, 1, 1)
+    history = DeltaTable(str(tmp_path / "t")).history()
+    assert [c["operation"] for c in history[:3]] == ["MERGE", "WRITE", "WRITE"]
+    data = rows(tmp_path / "t")
+    assert sorted(data["execution_id"].to_pylist()) == ["a", "b", "c", "seed", "z"]
+    status = dict(zip(data["execution_id"].to_pylist(), data["status"].to_pylist(), strict=True))
+    assert status["b"] == "done"
+
+
+def test_an_odd_workflow_id_is_stored_where_every_reader_finds_it(tmp_path):
+    odd = "flow 1/é:%?"  # needs percent-encoding in a path: delta-rs names the file
+    write_executions(contract_frame(["x"], odd, "done"), tmp_path / "t", table_format="delta")
+    assert DeltaTable(str(tmp_path / "t")).history(1)[0]["operation"] == "MERGE"
+    assert rows(tmp_path / "t")["workflow_id"].to_pylist() == [odd]
+    assert pl.read_delta(str(tmp_path / "t"))["flow_id"].to_list() == [odd]
+    later = contract_frame(["x"], odd, "later")
+    again = write_executions(later, tmp_path / "t", table_format="delta")
+    assert (again.rows_inserted, again.rows_updated) == (0, 1)
+    assert read_executions(tmp_path / "t")["status"].tolist() == ["later"]
 
 
 def test_a_load_that_changes_nothing_still_commits_a_missing_state(make_sandbox, tmp_path):
@@ -518,19 +606,23 @@ def test_a_new_table_that_cannot_be_created_is_refused_before_any_request(sandbo
     assert sandbox.requests == []
 
 
-def test_a_failed_batch_says_what_the_batches_before_it_committed(
+def test_a_failed_merge_after_the_append_says_the_new_workflows_landed(
     make_sandbox, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(delta_module, "MAX_PARTITIONS_PER_COMMIT", 2)
-    sandbox = make_sandbox(rows=4000, workflows=1)  # 6 partitions: 3 commits
-    original = DeltaWriter._merge
+    sandbox = make_sandbox(rows=600, workflows=2, open_window=50)
+    stored, new = (w.slug for w in sandbox.workflows)
+    load(sandbox, stored, tmp_path / "t")
+    sandbox.finish(stored)
 
-    def third_fails(self, table, files, states):
-        if table.version() >= 2:
-            raise StorageError("disk full", path="x")
-        return original(self, table, files, states)
+    def fails(self, table, files, states):
+        raise StorageError("disk full", path="x")
 
-    monkeypatch.setattr(DeltaWriter, "_merge", third_fails)
-    with pytest.raises(StorageError, match=r"after 2 of 3 commits of this load, up to version 2"):
-        load(sandbox, sandbox.workflows[0].slug, tmp_path / "t")
-    assert all(not c[STATES_KEY] or c[STATES_KEY] == "{}" for c in merges(tmp_path / "t"))
+    monkeypatch.setattr(DeltaWriter, "_merge", fails)
+    with pytest.raises(StorageError, match=r"new to the table were committed before, at version 2"):
+        load(sandbox, [stored, new], tmp_path / "t")
+    (appended, first) = merges(tmp_path / "t")
+    assert sorted(json.loads(appended[STATES_KEY])) == [sandbox.workflows[1].id]
+    expected = set(sandbox.expected_ids(sandbox.workflows[1].id)) | set(
+        sandbox.expected_ids(sandbox.workflows[0].id)
+    )
+    assert ids(tmp_path / "t") == expected

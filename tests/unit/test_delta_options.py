@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eachlabs_loader.delta import _batches, _match_predicate, storage_options
+from eachlabs_loader.delta import _match_predicate, _states_in, storage_options
 
 
 @pytest.fixture(autouse=True)
@@ -55,11 +55,10 @@ def test_the_merge_reads_only_the_partitions_staged():
     assert "(t.workflow_id = 'it''s')" in predicate  # undated rows too
 
 
-def test_batches_keep_a_workflows_state_with_its_last_partition(monkeypatch):
-    monkeypatch.setattr("eachlabs_loader.delta.MAX_PARTITIONS_PER_COMMIT", 2)
-    root = "/s"
-    files = [f"{root}/workflow_id=a/date=2025-01-0{d}/x" for d in (1, 2, 3)]
-    files.append(f"{root}/workflow_id=b/date=2025-01-01/x")
-    batches = _batches(root, files, {"a": "A", "b": "B", "c": "C"})
-    assert [(len(f), s) for f, s in batches] == [(2, {}), (2, {"a": "A", "b": "B", "c": "C"})]
-    assert _batches(root, [], {"a": "A"}) == []
+def test_an_append_carries_its_workflows_states_and_the_last_commit_every_state():
+    states = {"a": "A", "b b": "B", "c": "C"}
+    assert _states_in(states, {"workflow_id=a", "workflow_id=b%20b"}, everything=False) == {
+        "a": "A",
+        "b b": "B",
+    }
+    assert _states_in(states, {"workflow_id=a"}, everything=True) == states
