@@ -46,7 +46,7 @@ RECOVERED = {  # fault -> the load still returns every execution exactly once
     },
     "429, no Retry-After": {"kind": "status", "status": 429},
     "connection reset": {"kind": "drop"},
-    "read timeout": {"kind": "slow", "delay_s": 0.6},
+    "read timeout": {"kind": "slow", "delay_s": 1.2},
     "truncated JSON": {"kind": "truncated"},
     "body shorter than Content-Length": {"kind": "short_read"},
     "HTML page with 200": {"kind": "html"},
@@ -64,7 +64,7 @@ FAILED = {  # fault, forever -> the error the load must end in
         f"{s} forever": ({"kind": "status", "status": s}, ServerError) for s in (500, 502, 503, 504)
     },
     "429 forever": ({"kind": "status", "status": 429, "retry_after": "0"}, RateLimitError),
-    "read timeout forever": ({"kind": "slow", "delay_s": 0.6}, TransportError),
+    "read timeout forever": ({"kind": "slow", "delay_s": 1.2}, TransportError),
     "connection reset forever": ({"kind": "drop"}, TransportError),
     "HTML forever": ({"kind": "html"}, InvalidResponseError),
     "rows without execution_id forever": ({"kind": "missing_id"}, InvalidResponseError),
@@ -83,7 +83,7 @@ def load(make_client, sandbox, concurrent, mode, root, max_retries=3):
         max_retries=max_retries,
         concurrency=4 if concurrent else 1,
         page_size=PAGE,
-        timeout=(2.0, 0.25),
+        timeout=(2.0, 0.5),  # a loaded 2-core machine answered a plain page in 0.25 s
     )
     slug = sandbox.workflows[0].slug
     if mode == "frame":
