@@ -109,8 +109,9 @@ def test_retry_after_pauses_the_whole_pool(make_sandbox):
     load(sandbox, slug, concurrency=8)
     log = sorted(sandbox.requests, key=lambda r: r.time)
     limited = next(r for r in log if r.status == 429)
-    # Requests already in flight may land just after the 429; nothing new is sent in the pause.
-    during = [r for r in log if limited.time + 0.1 < r.time < limited.time + 0.95]
+    # Requests already in flight may land just after the 429 (0.11 s on a loaded machine);
+    # nothing new is sent in the pause.
+    during = [r for r in log if limited.time + 0.25 < r.time < limited.time + 0.95]
     assert during == [], [(round(r.time - limited.time, 3), r.query, r.status) for r in during]
     assert any(r.time >= limited.time + 0.95 for r in log)
 
