@@ -1,20 +1,29 @@
 """Speed and exactness against the sandbox: this project vs the naive loop vs dlt.
 
-Three scenarios, each peer run in its own process against a sandbox served from this one:
+Each peer runs in its own process against a sandbox served from this one. Scenarios:
 
-- ``cpu``: 100k executions, 0 ms latency (CPU-bound);
+- ``cpu``: 100k executions of one workflow, 0 ms latency (CPU-bound);
+- ``cpu-mixed``: the same with every timestamp form the loader accepts on every page;
 - ``latency``: 20k executions, 20 ms per request (latency-bound);
-- ``inserts``: 20k executions, 20 ms per request, 3 new executions at the head per request.
+- ``inserts``: 20k executions, 20 ms per request, 3 new executions at the head per request;
+- ``long-tail``: 20k executions, 20 ms per request but 5 % of requests at 200 ms;
+- ``org``: a whole organisation, 200 workflows of 50 executions, 20 ms, into a DataFrame;
+- ``org-lake``: the same into the hive lake (``project``) and a Delta table (``project-delta``);
+- ``lake-100k``, ``lake-1m``: one workflow into the hive lake at 0 ms, against the naive
+  loop writing one single Parquet file.
 
-Peers: ``project`` (``load_executions`` at the default concurrency), ``project-c1``
-(``concurrency=1``), ``naive`` (the loop the vendor's docs suggest: sequential
-``requests.get``, ``json``, ``pd.DataFrame``, ``pd.to_datetime(utc=True)``), and ``dlt``
-(``rest_api`` source with its offset paginator into DuckDB) when dlt is installed.
+Peers (see ``peer_loops``): ``project`` (``load_executions`` at the default concurrency),
+``project-cN`` (``concurrency=N``), ``naive`` (the loop the vendor's docs suggest), and
+``dlt`` (``rest_api`` into DuckDB; parent/child resources for the organisation) when dlt is
+installed. *bound* is the physical bound ``ceil(requests / C) x latency`` (for ``long-tail``:
+the latencies the sandbox actually served in that run, ``max(sum / C, longest)``).
 
-    .venv/bin/python benchmarks/peers.py                   # all scenarios, 3 runs each
-    .venv/bin/python benchmarks/peers.py --scenarios latency --repeat 5
-    .venv/bin/python benchmarks/peers.py --scenarios latency --peers project-c2 project-c4 \
-        project-c8 project-c16 project-c32 naive       # how the default concurrency was chosen
+    .venv-bench/bin/python benchmarks/peers.py                   # the default scenarios
+    .venv-bench/bin/python benchmarks/peers.py --scenarios org org-lake long-tail lake-1m
+    .venv-bench/bin/python benchmarks/peers.py --scenarios latency --peers project-c2 \\
+        project-c4 project-c8 project-c16 naive   # how the default concurrency was chosen
+    .venv-bench/bin/python benchmarks/peers.py --code /tmp/before ...   # an earlier commit's
+                                                                        # package in the peers
 """
 
 from __future__ import annotations
@@ -24,107 +33,90 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 PAGE_SIZE = 100
-TIMESTAMPS = ("started_at", "ended_at", "created_at", "updated_at", "deleted_at")
-# The sandbox sends every timestamp in the vendor docs' form (``...Z``); ``cpu-mixed`` mixes
-# every form the loader accepts in every page (the tests' torture data) for comparison.
-SCENARIOS: dict[str, dict[str, Any]] = {
-    "cpu": {"rows": 100_000, "latency_ms": 0, "inserts_per_request": 0},
-    "latency": {"rows": 20_000, "latency_ms": 20, "inserts_per_request": 0},
-    "inserts": {"rows": 20_000, "latency_ms": 20, "inserts_per_request": 3},
-    "cpu-mixed": {"rows": 100_000, "latency_ms": 0, "inserts_per_request": 0, "mixed": True},
+
+
+@dataclass(frozen=True)
+class Scenario:
+    rows: int
+    latency_ms: float = 0.0
+    workflows: int = 1
+    inserts_per_request: int = 0
+    mixed: bool = False
+    tail_share: float = 0.0
+    tail_latency_ms: float = 0.0
+    kind: str = "one"  # one | org | org-lake | lake
+    peers: tuple[str, ...] = ("project", "project-c1", "naive", "dlt")
+    sandbox: dict[str, Any] = field(default_factory=dict)
+
+    def knobs(self) -> dict[str, Any]:
+        return {
+            "workflows": self.workflows,
+            "rows": self.rows,
+            "inserts_per_request": self.inserts_per_request,
+            "timestamp_variety": self.mixed,
+            "tail_share": self.tail_share,
+            "tail_latency_ms": self.tail_latency_ms,
+            **self.sandbox,
+        }
+
+    def requests_needed(self) -> int:
+        """Requests a load cannot do without: the workflows list, then each one's pages."""
+        pages = self.workflows * max(1, math.ceil(self.rows / PAGE_SIZE))
+        listing = math.ceil(self.workflows / PAGE_SIZE) if self.kind.startswith("org") else 0
+        return pages + listing
+
+
+LAKE_PEERS = ("project", "naive")
+SCENARIOS: dict[str, Scenario] = {
+    "cpu": Scenario(100_000),
+    "cpu-mixed": Scenario(100_000, mixed=True),
+    "latency": Scenario(20_000, 20),
+    "inserts": Scenario(20_000, 20, inserts_per_request=3),
+    "long-tail": Scenario(
+        20_000, 20, tail_share=0.05, tail_latency_ms=200, peers=("project", "naive")
+    ),
+    "org": Scenario(50, 20, workflows=200, kind="org", peers=("project", "naive", "dlt")),
+    "org-lake": Scenario(
+        50, 20, workflows=200, kind="org-lake", peers=("project", "project-delta", "naive")
+    ),
+    "lake-100k": Scenario(100_000, kind="lake", peers=LAKE_PEERS),
+    "lake-1m": Scenario(1_000_000, kind="lake", peers=LAKE_PEERS, sandbox={"cache_bytes": 3 << 30}),
 }
 DEFAULT_SCENARIOS = ["cpu", "latency", "inserts"]
+LOAD_OF = {  # (scenario kind, peer) -> the load in peer_loops
+    ("one", "project"): "project",
+    ("one", "naive"): "naive",
+    ("one", "dlt"): "dlt",
+    ("org", "project"): "project-org",
+    ("org", "naive"): "naive-org",
+    ("org", "dlt"): "dlt-org",
+    ("org-lake", "project"): "project-org-lake",
+    ("org-lake", "project-delta"): "project-org-delta",
+    ("org-lake", "naive"): "naive-org-lake",
+    ("lake", "project"): "project-lake",
+    ("lake", "naive"): "naive-file",
+}
 
 
-# -- the peers, each run in a child process -----------------------------------------------
+def load_for(kind: str, peer: str) -> tuple[str, int | None]:
+    """The ``peer_loops`` load a peer runs in a scenario, and its concurrency (None: default)."""
+    if peer.startswith("project-c"):
+        base = LOAD_OF[(kind, "project")]
+        return base, int(peer.removeprefix("project-c"))
+    return LOAD_OF[(kind, peer)], None
 
 
-def run_project(base_url: str, key: str, slug: str, concurrency: int | None) -> list[str]:
-    from eachlabs_loader import load_executions
-
-    kwargs = {} if concurrency is None else {"concurrency": concurrency}
-    frame = load_executions(slug, base_url=base_url, api_key=key, **kwargs)
-    result = frame.attrs["eachlabs"]  # what the scan chose:
-    _MODE.update(concurrency=result.concurrency, overlap=result.overlap)
-    return frame["execution_id"].tolist()
-
-
-_MODE: dict[str, Any] = {}
-
-
-def run_naive(base_url: str, key: str, slug: str) -> list[str]:
-    """The vendor docs' loop, as a user would write it."""
-    import pandas as pd
-    import requests
-
-    rows: list[dict[str, Any]] = []
-    offset = 0
-    while True:
-        response = requests.get(
-            f"{base_url}/workflows/{slug}/executions",
-            params={"offset": offset, "limit": PAGE_SIZE},
-            headers={"X-API-Key": key},
-            timeout=30,
-        )
-        response.raise_for_status()
-        page = response.json()["executions"]
-        rows.extend(page)
-        if len(page) < PAGE_SIZE:
-            break
-        offset += PAGE_SIZE
-    frame = pd.DataFrame(rows)
-    for column in TIMESTAMPS:
-        if column in frame:
-            # Plain utc=True raises on the mixed forms the API sends; ISO8601 is the least fix.
-            frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
-    return frame["execution_id"].tolist()
-
-
-def run_dlt(base_url: str, key: str, slug: str) -> list[str]:
-    import dlt
-    import duckdb
-    from dlt.sources.rest_api import rest_api_source
-
-    workdir = tempfile.mkdtemp(prefix="eachlabs-dlt-")
-    source = rest_api_source(
-        {
-            "client": {"base_url": base_url + "/", "headers": {"X-API-Key": key}},
-            "resources": [
-                {
-                    "name": "executions",
-                    "endpoint": {
-                        "path": f"workflows/{slug}/executions",
-                        "data_selector": "executions",
-                        "paginator": {
-                            "type": "offset",
-                            "limit": PAGE_SIZE,
-                            "offset_param": "offset",
-                            "limit_param": "limit",
-                            "total_path": "total_count",
-                        },
-                    },
-                }
-            ],
-        }
-    )
-    database = os.path.join(workdir, "dlt.duckdb")
-    pipeline = dlt.pipeline(
-        pipeline_name="eachlabs_bench",
-        destination=dlt.destinations.duckdb(database),
-        dataset_name="bench",
-        pipelines_dir=os.path.join(workdir, "pipelines"),
-    )
-    pipeline.run(source)
-    with duckdb.connect(database) as con:
-        return [r[0] for r in con.execute("select execution_id from bench.executions").fetchall()]
+# -- the child: one load, timed ---------------------------------------------------------------
 
 
 def peak_rss_mb() -> float:
@@ -137,188 +129,226 @@ def peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def child(peer: str, base_url: str, key: str, slug: str, ids_file: str) -> None:
+def child(load: str, concurrency: str, base_url: str, key: str, slug: str, ids_file: str) -> None:
     # Import everything a peer needs before the clock starts.
     import pandas  # noqa: F401
+    import peer_loops  # this script's directory is on sys.path
+    import pyarrow.parquet  # noqa: F401
     import requests  # noqa: F401
 
     import eachlabs_loader  # noqa: F401
 
-    if peer == "dlt":
+    if load.startswith("dlt"):
         import dlt  # noqa: F401
-    started = time.perf_counter()
-    if peer == "project":
-        ids = run_project(base_url, key, slug, None)
-    elif peer.startswith("project-c"):
-        ids = run_project(base_url, key, slug, int(peer.removeprefix("project-c")))
-    elif peer == "naive":
-        ids = run_naive(base_url, key, slug)
-    else:
-        ids = run_dlt(base_url, key, slug)
-    seconds = time.perf_counter() - started
+    if load.endswith("delta"):
+        import deltalake  # noqa: F401
+    workdir = tempfile.mkdtemp(prefix="eachlabs-bench-")
+    job = peer_loops.Job(
+        base_url, key, slug, workdir, None if concurrency == "-" else int(concurrency)
+    )
+    try:
+        started = time.perf_counter()
+        outcome = peer_loops.LOADS[load](job)
+        seconds = time.perf_counter() - started
+        peak_mb = peak_rss_mb()
+        ids = outcome() if callable(outcome) else outcome
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     with open(ids_file, "w") as handle:
         handle.write("\n".join(ids))
-    peak_mb = peak_rss_mb()
-    print(json.dumps({"seconds": seconds, "rows": len(ids), "peak_rss_mb": peak_mb, **_MODE}))
+    result = {"seconds": seconds, "rows": len(ids), "peak_rss_mb": peak_mb, **peer_loops._MODE}
+    print(json.dumps(result))
 
 
-# -- the parent: sandbox, runs, table --------------------------------------------------------
+# -- the parent: sandbox, runs, table -----------------------------------------------------------
 
 
-def measure(peer: str, scenario: dict[str, Any], sandbox: Any) -> dict[str, Any]:
-    slug = sandbox.workflows[0].slug
-    before = set(sandbox.expected_ids(slug))
+def expected_ids(sandbox: Any) -> set[str]:
+    return {i for w in sandbox.workflows for i in sandbox.expected_ids(w.id)}
+
+
+def measure(
+    peer: str, scenario: Scenario, sandbox: Any, code: str | None, before: set[str] | None = None
+) -> dict[str, Any]:
+    load, concurrency = load_for(scenario.kind, peer)
+    before = expected_ids(sandbox) if before is None else before
+    env = dict(os.environ)
+    if code is not None:  # the package under test from another checkout (an earlier commit)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (code, env.get("PYTHONPATH")) if p)
+    sandbox.clear_requests()
     with tempfile.NamedTemporaryFile("r", suffix=".ids") as ids_file:
-        completed = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--child",
-                peer,
-                sandbox.base_url,
-                sandbox.api_key,
-                slug,
-                ids_file.name,
-            ],
-            capture_output=True,
-            text=True,
-        )
+        command = [sys.executable, __file__, "--child", load, str(concurrency or "-")]
+        command += [sandbox.base_url, sandbox.api_key, sandbox.workflows[0].slug, ids_file.name]
+        completed = subprocess.run(command, capture_output=True, text=True, env=env)
         if completed.returncode != 0:
-            raise RuntimeError(f"{peer} failed:\n{completed.stderr[-2000:]}")
-        result = json.loads(completed.stdout.strip().splitlines()[-1])
+            raise RuntimeError(f"{peer} failed:\n{completed.stderr[-3000:]}")
+        result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
         ids = ids_file.read().split()
-    result["missing"] = len(before - set(ids))
-    result["duplicates"] = len(ids) - len(set(ids))
-    result["requests"] = len(sandbox.requests)
+    served = [r.latency_s for r in sandbox.requests]
+    slots = 1 if not peer.startswith("project") else concurrency or _default_concurrency()
+    result.update(
+        missing=len(before - set(ids)),
+        duplicates=len(ids) - len(set(ids)),
+        requests=len(served),
+        bound_s=_bound(scenario, served, slots),
+    )
     return result
 
 
-def warm_pages(sandbox: Any, rows: int) -> None:
-    """Every page any peer may ask for, encoded by the sandbox once before the clock starts.
+def _default_concurrency() -> int:
+    from eachlabs_loader.config import DEFAULT_CONCURRENCY
+
+    return DEFAULT_CONCURRENCY
+
+
+def _bound(scenario: Scenario, served: list[float], slots: int) -> float:
+    """``ceil(requests / C) x latency``; with a long tail, what the served latencies allow."""
+    if scenario.tail_share:
+        return max(sum(served) / slots, max(served, default=0.0))
+    return math.ceil(scenario.requests_needed() / slots) * scenario.latency_ms / 1000
+
+
+def warm_up(sandbox: Any, scenario: Scenario, code: str | None) -> set[str]:
+    """An untimed load, then every page any peer may ask for, so the sandbox's row
+    generation and JSON encoding stay out of every peer's time.
 
     Sequential peers ask for offsets 0, 100, 200...; the project's checked scans also for
     90, 180, 270... (pages overlapping by 10) or 90, 190, 290... (a second page timed before
-    going on sequentially). The sandbox caches encoded pages: without this, a peer whose
-    offsets the warm-up run did not use would pay the sandbox's JSON encoding in its time.
+    going on sequentially). Pages are cached by the sandbox once encoded. Returns the ids
+    the sandbox serves (computed once: a million rows take a while to generate).
     """
     import requests
 
-    url = f"{sandbox.base_url}/workflows/{sandbox.workflows[0].slug}/executions"
+    before = expected_ids(sandbox)
+    first = "project" if scenario.kind != "one" else "project-c1"
+    measure(first, scenario, sandbox, code, before)
+    alignments = ((0, PAGE_SIZE),) if scenario.rows > 100_000 else ((0, 100), (90, 100), (90, 90))
     with requests.Session() as session:
-        for start, step in ((0, PAGE_SIZE), (90, PAGE_SIZE), (90, 90)):
-            for offset in range(start, rows + 1, step):
-                session.get(
-                    url,
-                    params={"offset": offset, "limit": PAGE_SIZE},
-                    headers={"X-API-Key": sandbox.api_key},
-                    timeout=30,
-                ).raise_for_status()
+        for workflow in sandbox.workflows:
+            url = f"{sandbox.base_url}/workflows/{workflow.id}/executions"
+            for start, step in alignments:
+                for offset in range(start, scenario.rows + 1, step):
+                    session.get(
+                        url,
+                        params={"offset": offset, "limit": PAGE_SIZE},
+                        headers={"X-API-Key": sandbox.api_key},
+                        timeout=30,
+                    ).raise_for_status()
+    return before
 
 
 def run_scenario(
-    name: str, peers: list[str], repeat: int, settle_s: float = 2.0
+    name: str, peers: list[str], repeat: int, settle_s: float, code: str | None
 ) -> list[dict[str, Any]]:
-    from eachlabs_loader.config import DEFAULT_CONCURRENCY
     from eachlabs_loader.sandbox import Sandbox
 
-    scenario = dict(SCENARIOS[name])
-    knobs = {"timestamp_variety": scenario.pop("mixed", False), "workflows": 1}
-    static = scenario["inserts_per_request"] == 0
-    shared = Sandbox(rows=scenario["rows"], latency_ms=0, **knobs).start() if static else None
+    scenario = SCENARIOS[name]
+    static = scenario.inserts_per_request == 0
+    shared = Sandbox(**scenario.knobs()).start() if static else None
+    before = None
     if shared is not None:
-        measure("project-c1", scenario, shared)  # warm the sandbox's caches, untimed
-        warm_pages(shared, scenario["rows"])
-        shared.latency_ms = scenario["latency_ms"]
-    rows_out = []
+        before = warm_up(shared, scenario, code)
+        shared.latency_ms = scenario.latency_ms
     runs: dict[str, list[dict[str, Any]]] = {peer: [] for peer in peers}
     try:
         # Round robin, so that whatever drifts (the machine, the sandbox's own state after a
         # peer that opens a connection per request) weighs on every peer alike.
         for _ in range(repeat):
             for peer in peers:
-                sandbox = shared or Sandbox(**knobs, **scenario).start()
-                sandbox.clear_requests()
+                sandbox = shared or Sandbox(latency_ms=scenario.latency_ms, **scenario.knobs())
+                sandbox.start()
                 try:
-                    runs[peer].append(measure(peer, scenario, sandbox))
+                    runs[peer].append(measure(peer, scenario, sandbox, code, before))
                 finally:
                     if sandbox is not shared:
                         sandbox.stop()
-                last = runs[peer][-1]
-                mode = (
-                    f"  (concurrency {last['concurrency']}, overlap {last['overlap']})"
-                    if "concurrency" in last
-                    else ""
-                )
-                print(f"  {name:8} {peer:11} {last['seconds']:7.2f}s{mode}", file=sys.stderr)
+                _print_run(name, peer, runs[peer][-1])
                 time.sleep(settle_s)  # let the machine reclaim a heavy peer's memory (dlt: 3 GB)
-        for peer in peers:
-            seconds = statistics.median(r["seconds"] for r in runs[peer])
-            concurrency = (
-                int(peer.removeprefix("project-c"))
-                if peer.startswith("project-c")
-                else DEFAULT_CONCURRENCY
-                if peer == "project"
-                else 1
-            )
-            pages = math.ceil(scenario["rows"] / PAGE_SIZE)
-            rows_out.append(
-                {
-                    "scenario": name,
-                    "peer": peer,
-                    "seconds": seconds,
-                    "rows_per_s": scenario["rows"] / seconds,
-                    "peak_rss_mb": max(r["peak_rss_mb"] for r in runs[peer]),
-                    "missing": max(r["missing"] for r in runs[peer]),
-                    "duplicates": max(r["duplicates"] for r in runs[peer]),
-                    "requests": statistics.median(r["requests"] for r in runs[peer]),
-                    "bound_s": math.ceil(pages / concurrency) * scenario["latency_ms"] / 1000,
-                }
-            )
     finally:
         if shared is not None:
             shared.stop()
-    return rows_out
+    return [_summary(name, scenario, peer, runs[peer]) for peer in peers]
+
+
+def _print_run(name: str, peer: str, run: dict[str, Any]) -> None:
+    mode = (
+        f"  (concurrency {run['concurrency']}, overlap {run['overlap']})"
+        if "concurrency" in run
+        else ""
+    )
+    bound = f", x bound {run['seconds'] / run['bound_s']:.2f}" if run["bound_s"] else ""
+    print(
+        f"  {name:9} {peer:13} {run['seconds']:7.2f}s{bound}, {run['requests']} requests, "
+        f"{run['peak_rss_mb']:.0f} MB{mode}",
+        file=sys.stderr,
+    )
+
+
+def _summary(
+    name: str, scenario: Scenario, peer: str, runs: list[dict[str, Any]]
+) -> dict[str, Any]:
+    def median(key: str) -> Any:
+        return statistics.median(r[key] for r in runs)
+
+    modes = sorted({(r["concurrency"], r["overlap"]) for r in runs if "concurrency" in r})
+    return {
+        "scenario": name,
+        "peer": peer,
+        "seconds": median("seconds"),
+        "rows_per_s": scenario.rows * scenario.workflows / median("seconds"),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "missing": max(r["missing"] for r in runs),
+        "duplicates": max(r["duplicates"] for r in runs),
+        "requests": median("requests"),
+        "bound_s": median("bound_s"),
+        "x_bound": statistics.median(r["seconds"] / r["bound_s"] for r in runs)
+        if all(r["bound_s"] for r in runs)
+        else None,
+        "modes": ", ".join(f"{c}/{o}" for c, o in modes) or "-",
+    }
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     print(
         "| scenario | peer | median wall (s) | rows/s | x naive (speed) | bound (s) | x bound "
-        "| requests | peak RSS (MB) | missing | duplicates |"
+        "| requests | concurrency/overlap | peak RSS (MB) | missing | duplicates |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     naive = {r["scenario"]: r["seconds"] for r in rows if r["peer"] == "naive"}
     for r in rows:
         ratio = naive[r["scenario"]] / r["seconds"] if r["scenario"] in naive else float("nan")
-        bound = r["bound_s"]
-        vs_bound = f"{r['seconds'] / bound:.2f}" if bound else "-"
+        bound = f"{r['bound_s']:.2f}" if r["bound_s"] else "-"
+        vs_bound = f"{r['x_bound']:.2f}" if r["x_bound"] else "-"
         print(
             f"| {r['scenario']} | {r['peer']} | {r['seconds']:.2f} | {r['rows_per_s']:,.0f} "
-            f"| {ratio:.1f} | {bound:.2f} | {vs_bound} | {r['requests']:,.0f} "
+            f"| {ratio:.1f} | {bound} | {vs_bound} | {r['requests']:,.0f} | {r['modes']} "
             f"| {r['peak_rss_mb']:,.0f} | {r['missing']:,} | {r['duplicates']:,} |"
         )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scenarios", nargs="+", default=DEFAULT_SCENARIOS, choices=SCENARIOS)
-    parser.add_argument("--peers", nargs="+", default=None)
+    parser.add_argument("--peers", nargs="+", default=None, help="default: each scenario's")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--settle", type=float, default=2.0, help="seconds between runs")
-    parser.add_argument("--child", nargs=5, metavar=("PEER", "URL", "KEY", "SLUG", "IDS"))
+    parser.add_argument("--code", default=None, help="a checkout whose package the peers load")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
-    peers = args.peers or ["project", "project-c1", "naive"] + (
-        ["dlt"] if importlib.util.find_spec("dlt") else []
-    )
-    if importlib.util.find_spec("dlt") is None:
+    has_dlt = importlib.util.find_spec("dlt") is not None
+    if not has_dlt:
         print(
             "(dlt is not installed: pip install 'dlt[duckdb]' to compare with it)", file=sys.stderr
         )
-    rows = [
-        r for name in args.scenarios for r in run_scenario(name, peers, args.repeat, args.settle)
-    ]
+    rows = []
+    for name in args.scenarios:
+        peers = args.peers or [p for p in SCENARIOS[name].peers if has_dlt or p != "dlt"]
+        rows += run_scenario(name, peers, args.repeat, args.settle, args.code)
     print_table(rows)
 
 

@@ -69,6 +69,8 @@ class RequestRecord:
     """The ``X-Request-Id`` of an error answer (the vendor sends one with every error)."""
     time: float = field(default_factory=time.monotonic)
     finished: float | None = None
+    latency_s: float = 0.0
+    """The delay the sandbox added before answering (``latency_ms``, or the tail's)."""
 
 
 class Sandbox:
@@ -79,6 +81,11 @@ class Sandbox:
         rows: executions per workflow: one number for all, or ``{id or slug: number}``.
         seed: makes every id, status and timestamp reproducible.
         latency_ms: added to every request.
+        tail_share: the share of requests that take ``tail_latency_ms`` instead (a long-tailed
+            service: a few answers far slower than the median), drawn from ``seed``.
+        tail_latency_ms: the latency of those requests.
+        cache_bytes: encoded pages kept for re-serving (a benchmark of a million rows needs
+            them all, or the sandbox, not the client, is what gets measured).
         api_key: the only key accepted (as ``X-API-Key`` or ``Authorization: Bearer``).
         variant: ``offset`` (the seed's page, ``offset`` = next start), ``limit`` (the vendor's
             schema) or ``next_offset`` (``offset`` only when the page came back full).
@@ -111,6 +118,9 @@ class Sandbox:
         rows: int | Mapping[str, int] = 250,
         seed: int = 0,
         latency_ms: float = 0.0,
+        tail_share: float = 0.0,
+        tail_latency_ms: float = 0.0,
+        cache_bytes: int = BYTES_CACHE_SIZE,
         api_key: str = DEMO_API_KEY,
         variant: str = "offset",
         total_count_cap: int | None = None,
@@ -129,6 +139,10 @@ class Sandbox:
             raise ValueError(f"variant must be one of {VARIANTS}")
         self.seed = seed
         self.latency_ms = latency_ms
+        self.tail_share = tail_share
+        self.tail_latency_ms = tail_latency_ms
+        self.cache_bytes = cache_bytes
+        self._latency_rng = random.Random(f"latency:{seed}")
         self.api_key = api_key
         self.variant = variant
         self.total_count_cap = total_count_cap
@@ -271,6 +285,15 @@ class Sandbox:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _latency_s(self) -> float:
+        """This request's added delay: ``latency_ms``, or the tail's for ``tail_share``."""
+        latency = self.latency_ms
+        if self.tail_share:
+            with self._lock:
+                if self._latency_rng.random() < self.tail_share:
+                    latency = self.tail_latency_ms
+        return latency / 1000
+
     def _random_fault(self) -> Fault | None:
         """With ``random_faults`` set, one of the transient faults, at that rate."""
         if not self.random_faults:
@@ -371,7 +394,7 @@ class Sandbox:
             self._page_body(rows, total, offset, limit), separators=(",", ":")
         ).encode()
         with self._lock:
-            if self._bytes_cached + len(data) > BYTES_CACHE_SIZE:
+            if self._bytes_cached + len(data) > self.cache_bytes:
                 self._bytes_cache.clear()
                 self._bytes_cached = 0
             self._bytes_cache[key] = data
@@ -446,8 +469,9 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         record = RequestRecord("GET", self.path, query, dict(self.headers.items()))
         self.sandbox._record(record)
-        if self.sandbox.latency_ms:
-            time.sleep(self.sandbox.latency_ms / 1000)
+        record.latency_s = self.sandbox._latency_s()
+        if record.latency_s:
+            time.sleep(record.latency_s)
         self._serve(parts.path, query, record)
 
     def _serve(self, path: str, query: dict[str, str], record: RequestRecord) -> None:

@@ -209,6 +209,20 @@ def test_latency_is_added_and_every_request_is_logged(make_sandbox):
     assert record.query == {"limit": "5", "offset": "2"}
     assert record.status == 200 and record.offset == 2 and record.limit == 5
     assert record.headers["X-API-Key"] == sandbox.api_key
+    assert record.latency_s == 0.1
+
+
+def test_a_long_tail_slows_its_share_of_requests_reproducibly(make_sandbox):
+    def served(seed):
+        sandbox = make_sandbox(rows=10, seed=seed, tail_share=0.25, tail_latency_ms=30)
+        for _ in range(40):
+            get(sandbox, sandbox.workflows[0].slug, limit=1)
+        return [r.latency_s for r in sandbox.requests]
+
+    latencies = served(3)
+    assert set(latencies) == {0.0, 0.03}
+    assert 4 <= latencies.count(0.03) <= 16  # a quarter of 40, give or take
+    assert served(3) == latencies
 
 
 def test_the_sandbox_imports_nothing_from_the_loader():
