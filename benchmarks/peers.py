@@ -116,6 +116,11 @@ def load_for(kind: str, peer: str) -> tuple[str, int | None]:
     return LOAD_OF[(kind, peer)], None
 
 
+def _applies(kind: str, peer: str) -> bool:
+    base = "project" if peer.startswith("project-c") else peer
+    return (kind, base) in LOAD_OF
+
+
 # -- the child: one load, timed ---------------------------------------------------------------
 
 
@@ -347,7 +352,9 @@ def main() -> None:
         )
     rows = []
     for name in args.scenarios:
-        peers = args.peers or [p for p in SCENARIOS[name].peers if has_dlt or p != "dlt"]
+        kind = SCENARIOS[name].kind
+        peers = [p for p in args.peers if _applies(kind, p)] if args.peers else None
+        peers = peers or [p for p in SCENARIOS[name].peers if has_dlt or p != "dlt"]
         rows += run_scenario(name, peers, args.repeat, args.settle, args.code)
     print_table(rows)
 

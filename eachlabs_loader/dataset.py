@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 
 from .errors import SchemaMismatchError, StorageError
 from .schema import ARROW_STRING, ARROW_TIMESTAMP, COLUMNS, arrow_schema, arrow_type_for
-from .storage import Location, is_directory, list_files, read_schema, write_file_atomic
+from .staging import write_file_atomic
+from .storage import Location, is_directory, list_files, read_schema
 
 logger = logging.getLogger("eachlabs_loader")
 

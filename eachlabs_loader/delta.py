@@ -235,8 +235,11 @@ class DeltaWriter:
         self._history_complete = False
         self._history_lock = threading.Lock()  # workflows' loads ask from their threads
 
-    def add(self, frame: pd.DataFrame) -> None:
-        self._staging.add(frame)
+    def add(self, rows: pa.Table | pd.DataFrame) -> None:
+        self._staging.add(rows)
+
+    def complete(self, flow_ids: set[str]) -> None:
+        self._staging.complete(flow_ids)
 
     def discard(self, flow_ids: set[str]) -> None:
         """Commit nothing of these workflows (their load failed part way)."""

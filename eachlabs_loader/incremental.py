@@ -7,8 +7,9 @@ high-water mark) and rows that were still running or queued. A state file per wo
 after the first page that reaches below ``stop_before``: the high-water mark minus a
 look-back (late writes) or the oldest open execution, whichever is older.
 
-State is written after the data, atomically (``storage.write_file_atomic``): a crash in
-between leaves the older state, and the next run re-reads a little more, never less.
+State is written after the data, atomically (``staging.StagedFiles``, every workflow's
+state file in one commit): a crash in between leaves the older state, and the next run
+re-reads a little more, never less.
 """
 
 from __future__ import annotations
@@ -22,14 +23,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import InvalidRequestError, StorageError
 from .lake import partition_value
 from .pagination import Page, ScanStats, StallDetector
 from .parallel import MIN_ROUND_TRIP_S
 from .schema import parse_timestamps
-from .storage import Location, read_bytes, write_file_atomic
+from .staging import StagedFiles
+from .storage import Location, read_bytes
 
 logger = logging.getLogger("eachlabs_loader")
 
@@ -121,7 +126,7 @@ class WorkflowState:
                     "open_depth": self.open_depth,
                 },
             },
-            indent=1,
+            separators=(",", ":"),  # compact: the C encoder (indenting is pure Python)
         )
 
     @classmethod
@@ -188,60 +193,101 @@ def parse_state(
     return state, None
 
 
-def write_state(location: Location, state: WorkflowState) -> None:
-    data = state.to_json().encode("utf-8")
-    write_file_atomic(location, state_path(location, state.flow_id), lambda s: s.write(data))
+def write_states(location: Location, states: Iterable[WorkflowState]) -> None:
+    """Every state file written whole, then made visible together (durably, once)."""
+    staged = StagedFiles(location)
+    try:
+        for state in states:
+            staged.write(state_path(location, state.flow_id), _writer_of(state.to_json()))
+        staged.commit()
+    finally:
+        staged.abort()
+
+
+@dataclass(frozen=True)
+class TrackedRows:
+    """What a ``StateTracker`` reads of normalised rows, converted once for a whole batch
+    of many workflows' rows and then sliced per workflow (views, no copies)."""
+
+    ids: pa.Array
+    flows: pa.Array
+    created: np.ndarray  # microseconds, _NEVER where missing
+    updated: np.ndarray
+    finished: np.ndarray  # a terminal status
+
+    @classmethod
+    def of(cls, table: pa.Table) -> TrackedRows:
+        status = table["status"].combine_chunks()
+        terminal = pc.is_in(status, pa.array(sorted(TERMINAL_STATUSES), status.type))
+        return cls(
+            ids=table["execution_id"].combine_chunks(),
+            flows=table["flow_id"].combine_chunks(),
+            created=_micros(table["created_at"]),
+            updated=_micros(table["updated_at"]),
+            finished=pc.fill_null(terminal, False).to_numpy(zero_copy_only=False),
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def slice(self, start: int, stop: int) -> TrackedRows:
+        return TrackedRows(
+            self.ids.slice(start, stop - start),
+            self.flows.slice(start, stop - start),
+            self.created[start:stop],
+            self.updated[start:stop],
+            self.finished[start:stop],
+        )
+
+
+def _writer_of(text: str) -> Callable[[Any], None]:
+    data = text.encode("utf-8")
+    return lambda sink: sink.write(data)
 
 
 class StateTracker:
-    """Watches a load's contract frames; knows the state to save once the data is written.
+    """Watches a workflow's normalised rows; knows the state to save once they are written.
 
     Over-tracking is safe (the next run reads a little deeper), under-tracking is not: a
     row seen open stays open unless a finished copy with a later-or-equal ``updated_at``
-    arrives.
+    arrives. Timestamps are kept as microseconds (``_NEVER`` for a missing one, which is
+    older than any other).
     """
 
     def __init__(self) -> None:
         self.flow_id: str | None = None
-        self.high_water_mark: datetime | None = None
-        self.open: dict[str, tuple[pd.Timestamp | None, Any, int]] = {}
+        self.high_water_mark: int | None = None
+        self.open: dict[str, tuple[int, int, int]] = {}  # id -> (created, updated, position)
         self.rows_seen = 0
 
-    def observe(self, frame: pd.DataFrame) -> None:
-        if frame.empty:
+    def observe(self, rows: TrackedRows | pa.Table) -> None:
+        """The next rows of the workflow, in list order (contract columns, any number)."""
+        if isinstance(rows, pa.Table):
+            rows = TrackedRows.of(rows)
+        if not len(rows):
             return
         if self.flow_id is None:
-            flows = frame["flow_id"].dropna()
-            if len(flows):
-                self.flow_id = str(flows.iloc[0])
-        newest = frame["created_at"].max()
-        if pd.notna(newest):
-            newest = newest.to_pydatetime()
-            if self.high_water_mark is None or newest > self.high_water_mark:
-                self.high_water_mark = newest
-        finished = frame["status"].isin(sorted(TERMINAL_STATUSES)).fillna(False).to_numpy(bool)
-        self._close(frame[finished])
-        opened = frame.loc[~finished, ["execution_id", "created_at", "updated_at"]]
-        positions = (self.rows_seen + (~finished).nonzero()[0]).tolist()
-        for (execution_id, created, updated), position in zip(
-            opened.itertuples(index=False), positions, strict=True
-        ):
+            self.flow_id = next((f for f in pc.drop_null(rows.flows).to_pylist() if f), None)
+        newest = int(rows.created.max())
+        if newest != _NEVER and (self.high_water_mark is None or newest > self.high_water_mark):
+            self.high_water_mark = newest
+        finished, created, updated = rows.finished, rows.created, rows.updated
+        if self.open and finished.any():
+            self._close(rows.ids.filter(finished).to_pylist(), updated[finished])
+        opened = np.flatnonzero(~finished)
+        ids = rows.ids.take(opened).to_pylist()
+        for execution_id, k in zip(ids, opened.tolist(), strict=True):
             known = self.open.get(execution_id)
-            if known is None or _later_or_equal(updated, known[1]):
-                self.open[execution_id] = (None if pd.isna(created) else created, updated, position)
-        self.rows_seen += len(frame)
+            if known is None or updated[k] >= known[1]:
+                self.open[execution_id] = (int(created[k]), int(updated[k]), self.rows_seen + k)
+        self.rows_seen += len(rows)
 
-    def _close(self, finished: pd.DataFrame) -> None:
-        if not self.open or finished.empty:
-            return
+    def _close(self, ids: list[str], updated: np.ndarray) -> None:
         # Looked up in the dict, row by row: a chunk's cost, however many are open.
-        ids = finished["execution_id"].tolist()
-        hits = [k for k, execution_id in enumerate(ids) if execution_id in self.open]
-        if not hits:
-            return
-        for k, updated in zip(hits, finished["updated_at"].iloc[hits], strict=True):
-            if _later_or_equal(updated, self.open[ids[k]][1]):
-                del self.open[ids[k]]
+        for execution_id, when in zip(ids, updated.tolist(), strict=True):
+            known = self.open.get(execution_id)
+            if known is not None and when >= known[1]:
+                del self.open[execution_id]
 
     def state(
         self,
@@ -257,7 +303,8 @@ class StateTracker:
         flow_id = self.flow_id or (previous.flow_id if previous else None)
         if flow_id is None:
             return None
-        marks = [m for m in (self.high_water_mark, previous and previous.high_water_mark) if m]
+        seen = None if self.high_water_mark is None else _instant_of(self.high_water_mark)
+        marks = [m for m in (seen, previous and previous.high_water_mark) if m]
         now = datetime.now(timezone.utc)
         # A created_at in the future (clock skew) must not push the mark past rows not yet
         # created: they would land below it and never be read. Our clock caps it.
@@ -266,7 +313,7 @@ class StateTracker:
             dataset_id=dataset_id,
             high_water_mark=min(max(marks), now) if marks else None,
             open_executions={
-                k: None if c is None else c.to_pydatetime() for k, (c, _, _) in self.open.items()
+                k: None if c == _NEVER else _instant_of(c) for k, (c, _, _) in self.open.items()
             },
             last_run_at=now,
             last_run_mode=mode,
@@ -275,6 +322,19 @@ class StateTracker:
             total_count=total_count,
             open_depth=max((p + 1 for _, _, p in self.open.values()), default=0),
         )
+
+
+_NEVER = int(np.iinfo(np.int64).min)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _micros(timestamps: Any) -> np.ndarray:
+    result: np.ndarray = pc.fill_null(timestamps.cast(pa.int64()), _NEVER).to_numpy()
+    return result
+
+
+def _instant_of(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 @dataclass
@@ -440,14 +500,6 @@ def _growth(now: int | None, then: int | None) -> int:
 def _level(state: WorkflowState | None) -> int:
     """A missing or unusable state is worth a WARNING; choosing the faster way, INFO."""
     return logging.WARNING if state is None else logging.INFO
-
-
-def _later_or_equal(a: Any, b: Any) -> bool:
-    if pd.isna(b):
-        return True
-    if pd.isna(a):
-        return False
-    return bool(a >= b)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -24,6 +24,8 @@ import pyarrow.compute as pc
 from .codec import ENCODE_ERRORS, fragments_to_arrow, text_from_fragments
 from .errors import InvalidRequestError, UnparseableTimestampWarning
 from .pagination import columns_from_rows
+from .timestamps import ARROW_TIMESTAMP as ARROW_TIMESTAMP
+from .timestamps import parse_timestamp_array
 
 CORE_COLUMNS: tuple[str, ...] = (
     "execution_id",
@@ -56,22 +58,6 @@ TIMESTAMP_COLUMNS: frozenset[str] = frozenset(
 STRING_DTYPE = pd.StringDtype("pyarrow")
 TIMESTAMP_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")
 ARROW_STRING = pa.string()
-ARROW_TIMESTAMP = pa.timestamp("us", tz="UTC")
-"""Microseconds, UTC: what Spark, Trino, DuckDB and Polars all read as the same instant."""
-
-# RFC 3339 and the looser forms real services send: space for "T", 0-9 fractional digits
-# ("." or ","), "Z"/"+hh:mm"/"+hhmm"/"+hh" or no offset at all (taken as UTC), date only.
-_TIMESTAMP_RE = (
-    r"^(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})"
-    r"(?:[T ](?P<h>\d{2}):(?P<mi>\d{2})(?::(?P<s>\d{2})(?:[.,](?P<frac>\d{1,9}))?)?"
-    r"(?P<tz>Z|(?P<sign>[+-])(?P<oh>\d{2})(?::?(?P<om>\d{2}))?)?)?$"
-)
-
-
-_STRICT_RE = (
-    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)$"
-)
-"""The forms Arrow's cast takes as they are (an offset, at most microseconds, a "." point)."""
 
 
 def dtype_for(column: str) -> Any:
@@ -103,33 +89,57 @@ def normalize_columns(
     bulk_id: str | None = None,
     unparseable: dict[str, int] | None = None,
 ) -> pd.DataFrame:
-    """The contract's DataFrame from raw values column by column (the fast path of a load).
+    """The contract's DataFrame from raw values column by column (``normalize_table``, then
+    one row per ``execution_id``)."""
+    table = normalize_table(columns, bulk_id=bulk_id, unparseable=unparseable)
+    return drop_duplicate_executions(arrow_to_frame(table))
+
+
+def normalize_table(
+    columns: Mapping[str, Sequence[Any]],
+    *,
+    bulk_id: str | None = None,
+    unparseable: dict[str, int] | None = None,
+) -> pa.Table:
+    """The contract's columns as an Arrow table, every row kept (the fast path of a load).
 
     ``columns`` maps field names to equally long value lists and holds ``execution_id``;
-    fields beyond the contract become extra columns, in the given order. Unparseable
+    fields beyond the contract become extra columns, in the given order. Strings are
+    ``large_string`` (what pandas holds), timestamps ``timestamp[us, UTC]``. Unparseable
     timestamps are counted into ``unparseable`` when given (a load warns once at its end),
     else warned about at once.
     """
     size = len(columns.get("execution_id", ()))
     names = list(COLUMNS) + [c for c in columns if c not in _COLUMN_SET]
-    if size == 0:
-        return empty_frame(names)
     counts = {} if unparseable is None else unparseable
-    data = {}
+    arrays = []
     for column in names:
         values = columns.get(column)
         if column == "bulk_id" and bulk_id is not None:
             values = [bulk_id] * size
-        if values is None:
-            data[column] = pd.Series([None] * size, dtype=dtype_for(column))
+        if values is None or size == 0:
+            arrays.append(pa.nulls(size, _NORMALIZED_TYPES.get(column, pa.large_string())))
         elif column in TIMESTAMP_COLUMNS:
-            data[column], lost = parse_timestamps(values)
+            parsed, lost = parse_timestamp_array(values)
+            arrays.append(parsed)
             counts[column] = counts.get(column, 0) + lost
         else:
-            data[column] = normalize_strings(values)
+            arrays.append(_string_array(values))
     if unparseable is None:
         warn_unparseable(counts)
-    return drop_duplicate_executions(pd.DataFrame(data))
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+_NORMALIZED_TYPES = {c: ARROW_TIMESTAMP for c in TIMESTAMP_COLUMNS}
+
+
+def _string_array(values: Sequence[Any]) -> pa.Array:
+    """Strings as sent, None/null as null, anything else as compact JSON text."""
+    try:
+        return pa.array(values, type=pa.large_string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        text, _ = text_from_fragments(fragments_to_arrow(values))
+        return text
 
 
 def normalize_strings(values: Sequence[Any]) -> pd.Series:
@@ -137,11 +147,7 @@ def normalize_strings(values: Sequence[Any]) -> pd.Series:
 
     ``values`` are Python values or raw JSON fragments (see ``codec``).
     """
-    try:
-        text = pa.array(values, type=pa.large_string())
-    except (pa.ArrowTypeError, pa.ArrowInvalid):
-        text, _ = text_from_fragments(fragments_to_arrow(values))
-    result: pd.Series = pd.Series(pd.arrays.ArrowStringArray(text))
+    result: pd.Series = pd.Series(pd.arrays.ArrowStringArray(_string_array(values)))
     return result
 
 
@@ -158,42 +164,12 @@ def normalize_timestamps(values: Sequence[Any], *, column: str = "timestamp") ->
 
 def parse_timestamps(values: Sequence[Any]) -> tuple[pd.Series, int]:
     """``normalize_timestamps`` without the warning: the parsed column and how many were lost."""
-    try:
-        strings = pa.array(values, type=pa.large_string())
-        not_strings = 0
-    except (pa.ArrowTypeError, pa.ArrowInvalid):
-        text, is_string = text_from_fragments(fragments_to_arrow(values))
-        strings = pc.if_else(is_string, text, pa.scalar(None, pa.large_string()))
-        not_strings = int(pc.sum(pc.and_(pc.invert(is_string), text.is_valid())).as_py() or 0)
-    strings = pc.utf8_trim_whitespace(strings)
-    strings = pc.if_else(pc.equal(strings, ""), pa.scalar(None, pa.large_string()), strings)
-    parsed = _cast_rfc3339(strings)
-    if parsed is None:
-        parsed = _parse_iso_strings(strings)
-    given = strings.is_valid().to_numpy(zero_copy_only=False)
-    return parsed, int((given & parsed.isna().to_numpy()).sum()) + not_strings
+    parsed, lost = parse_timestamp_array(values)
+    return _timestamp_series(parsed), lost
 
 
-def _cast_rfc3339(strings: pa.Array) -> pd.Series | None:
-    """Arrow's own ISO 8601 cast: fast, and enough when every value is strict RFC 3339.
-
-    It needs an offset on every value; a comma for the decimal point and nanosecond digits
-    are rewritten first (cheap), lower-case ``t``/``z`` upper-cased. Anything else (no
-    offset, a leap second, garbage) makes it fail, and the caller takes the exact path.
-    """
-    text = pc.ascii_upper(strings)
-    if not pc.all(pc.match_substring_regex(text, _STRICT_RE)).as_py():  # the usual case
-        if not pc.all(pc.match_substring_regex(text, _TIMESTAMP_RE)).as_py():
-            return None  # a form the exact parser does not accept either: let it decide (NaT)
-        if pc.any(pc.match_substring(text, ",")).as_py():
-            text = pc.replace_substring(text, ",", ".")
-        if pc.any(pc.match_substring_regex(text, r"\.\d{7}")).as_py():
-            text = pc.replace_substring_regex(text, r"(\.\d{6})\d+", r"\1")
-    try:
-        cast = pc.cast(text, ARROW_TIMESTAMP)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    micros = cast.cast(pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy()
+def _timestamp_series(parsed: pa.Array) -> pd.Series:
+    micros = parsed.cast(pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy()
     result: pd.Series = pd.Series(micros.view("datetime64[us]")).dt.tz_localize("UTC")
     return result
 
@@ -209,83 +185,55 @@ def warn_unparseable(counts: Mapping[str, int]) -> None:
             )
 
 
-def _parse_iso_strings(strings: pa.Array) -> pd.Series:
-    """Regex-split each string into numbers, then compute microseconds since the epoch.
-
-    Plain integer arithmetic on whole columns: the same on pandas 2.2 and 3, exact to the
-    microsecond for every year 0000-9999 (pandas' parsers go through nanoseconds, which end
-    in 2262, and pandas 2.2 applies one row's offset to the offset-less rows after it).
-    """
-    upper = pc.utf8_upper(strings)
-    parts = pc.extract_regex(upper, _TIMESTAMP_RE)
-    matched = parts.is_valid().to_numpy(zero_copy_only=False)
-
-    def field(name: str) -> pa.Array:
-        return pc.fill_null(parts.field(name), "")  # an optional group that did not match is ""
-
-    def number(name: str, default: str = "0") -> np.ndarray:
-        text = field(name)
-        text = pc.if_else(pc.equal(text, ""), default, text)
-        result: np.ndarray = pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False)
-        return result
-
-    year, month, day = number("y", "1970"), number("mo", "1"), number("d", "1")
-    hour, minute, second = number("h"), number("mi"), number("s")
-    frac = pc.utf8_rpad(pc.utf8_slice_codeunits(field("frac"), 0, 6), 6, "0")
-    frac_us = pc.cast(frac, pa.int64()).to_numpy(zero_copy_only=False)
-    offset_h, offset_m = number("oh"), number("om")
-    sign = np.where(pc.equal(field("sign"), "-").to_numpy(zero_copy_only=False), -1, 1)
-    valid = (
-        matched
-        & (month >= 1)
-        & (month <= 12)
-        & (day >= 1)
-        & (day <= _days_in_month(year, month))
-        & (hour <= 23)
-        & (minute <= 59)
-        & (second <= 60)  # :60 is a leap second
-        & (offset_h <= 23)
-        & (offset_m <= 59)
-    )
-    seconds = (
-        _days_from_civil(year, month, day) * 86_400
-        + hour * 3_600
-        + minute * 60
-        + second
-        - sign * (offset_h * 3_600 + offset_m * 60)
-    )
-    micros = seconds * 1_000_000 + frac_us
-    values = np.where(valid, micros, np.iinfo(np.int64).min).view("datetime64[us]")
-    result: pd.Series = pd.Series(values).dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE)
-    return result
-
-
-def _days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
-    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
-    y = year - (month <= 2)
-    era = np.floor_divide(y, 400)
-    year_of_era = y - era * 400
-    day_of_year = (153 * np.where(month > 2, month - 3, month + 9) + 2) // 5 + day - 1
-    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
-    result: np.ndarray = era * 146_097 + day_of_era - 719_468
-    return result
-
-
-def _days_in_month(year: np.ndarray, month: np.ndarray) -> np.ndarray:
-    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
-    days = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[np.clip(month, 0, 12)]
-    result: np.ndarray = days + ((month == 2) & leap)
-    return result
-
-
 def drop_duplicate_executions(frame: pd.DataFrame) -> pd.DataFrame:
     """Keep one row per ``execution_id``: the newest ``updated_at``, else the later one."""
-    if frame["execution_id"].is_unique:  # the usual case, and cheaper to ask than to mark
+    keep = latest_rows(pa.array(frame["execution_id"]), pa.array(frame["updated_at"]))
+    if keep is None:
         return frame
-    by_recency = frame.sort_values("updated_at", na_position="first", kind="stable")
-    keep = by_recency.index[~by_recency["execution_id"].duplicated(keep="last")]
-    result: pd.DataFrame = frame.loc[keep.sort_values()].reset_index(drop=True)
+    result: pd.DataFrame = frame.iloc[keep].reset_index(drop=True)
     return result
+
+
+def unique_executions(table: pa.Table) -> pa.Table:
+    """``drop_duplicate_executions`` for an Arrow table."""
+    keep = latest_rows(table["execution_id"], table["updated_at"])
+    return table if keep is None else table.take(keep)
+
+
+def latest_rows(ids: Any, updated: Any) -> np.ndarray | None:
+    """Positions of the rows to keep, in their order (None: every id is already unique).
+
+    The rule of the whole package: per id, the newest ``updated_at`` (a missing one is the
+    oldest), and among equals the later row (the later observation).
+    """
+    size = len(ids)
+    if pc.count_distinct(ids).as_py() == size:  # the usual case, and cheap to ask
+        return None
+    keys = pa.table({"id": ids, "updated": _micros(updated), "at": np.arange(size)})
+    order = pc.sort_indices(
+        keys, sort_keys=[("id", "ascending"), ("updated", "ascending"), ("at", "ascending")]
+    ).to_numpy()
+    grouped = keys["id"].take(order)
+    last = np.ones(size, dtype=bool)
+    last[:-1] = pc.not_equal(grouped.slice(0, size - 1), grouped.slice(1)).to_numpy()
+    result: np.ndarray = np.sort(order[last])
+    return result
+
+
+def sort_executions(table: pa.Table) -> pa.Table:
+    """Newest ``created_at`` first (missing ones last), then by id: the order of every file,
+    whatever order rows arrived in."""
+    keys = pa.table({"created": _micros(table["created_at"]), "id": table["execution_id"]})
+    order = pc.sort_indices(keys, sort_keys=[("created", "descending"), ("id", "ascending")])
+    return table.take(order)
+
+
+def _micros(timestamps: Any) -> Any:
+    """Microseconds since the epoch, a missing value before every other (sorts first)."""
+    return pc.fill_null(timestamps.cast(pa.int64()), _OLDEST)
+
+
+_OLDEST = np.iinfo(np.int64).min
 
 
 def conform_frame(frame: pd.DataFrame) -> pd.DataFrame:

@@ -5,14 +5,8 @@ The only module that touches files: every ``OSError`` and pyarrow error of readi
 writing becomes a ``StorageError`` naming the path, here (pyarrow's filesystems and
 datasets enter the package here).
 
-The commit protocol, for every filesystem: write the whole file under a hidden temporary
-name beside its target, then make it visible in one step: ``os.replace`` (atomic rename,
-after fsync) on a local disk, a server-side copy on object stores (an object appears whole
-or not at all). ``StagedFiles`` holds a load's new files that way until every one of them is
-written, then makes them visible (``commit``, one file after another) or removes them
-(``abort``). A crash before the commit leaves only hidden ``.*.tmp-*`` files, which no
-reader picks up and the next write of that directory removes; one during the commit leaves
-some files new and the others old, each whole.
+Writing a file so that readers never see a part of it is ``staging``'s protocol, on the
+paths resolved here.
 """
 
 from __future__ import annotations
@@ -20,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -32,6 +26,7 @@ import pyarrow.parquet as pq
 from .errors import InvalidRequestError, StorageError
 
 TMP_MARKER = ".tmp-"
+"""In the name of a file not yet visible (``staging``): hidden, and removed if left over."""
 FileSystem = pafs.FileSystem
 
 
@@ -179,6 +174,14 @@ def list_files(location: Location, directory: str, suffix: str) -> list[str]:
     )
 
 
+def list_directories(location: Location, directory: str) -> set[str]:
+    """The names of the directories directly in ``directory`` (none if it does not exist)."""
+    selector = pafs.FileSelector(directory, recursive=False, allow_not_found=True)
+    with storage_errors(directory, "list"):
+        infos = location.filesystem.get_file_info(selector)
+    return {info.base_name for info in infos if info.type == pafs.FileType.Directory}
+
+
 def read_hive(
     location: Location, schema: pa.Schema, partitions: pa.Schema, filter_: Any = None
 ) -> pa.Table:
@@ -270,16 +273,6 @@ def stream_files(
         return dataset.scanner(columns=columns, batch_size=64 * 1024).to_reader()
 
 
-def write_file_atomic(location: Location, path: str, write: Callable[[Any], None]) -> None:
-    """Write ``path`` so that readers see the old file or the new one, never a part."""
-    staged = StagedFiles(location)
-    try:
-        staged.write(path, write)
-        staged.commit()
-    finally:
-        staged.abort()
-
-
 def remove_stale_temporaries(location: Location, directory: str) -> None:
     """Delete ``.*.tmp-*`` leftovers of crashed writers in one directory."""
     try:
@@ -294,122 +287,10 @@ def remove_stale_temporaries(location: Location, directory: str) -> None:
             and info.base_name.startswith(".")
             and TMP_MARKER in info.base_name
         ):
-            _remove_quietly(location, info.path)
+            remove_quietly(location, info.path)
 
 
-@dataclass
-class StagedFiles:
-    """New versions of files, written whole under hidden names until ``commit``.
-
-    ``current(path)`` is where a reader of this load finds the newest version of ``path``
-    (its staged file, None if it is to be deleted, else the file itself). ``commit`` makes
-    the files visible one at a time: first those marked ``loses_rows=False``, then those that
-    lose rows to another file, then the deletions, so a failure or a crash part way can show
-    a moved row twice (until the next load), never lose it.
-    """
-
-    location: Location
-    _staged: dict[str, str] = field(default_factory=dict)
-    _losing: set[str] = field(default_factory=set)
-    _deleted: set[str] = field(default_factory=set)
-
-    def __len__(self) -> int:
-        return len(self._staged) + len(self._deleted)
-
-    def current(self, path: str) -> str | None:
-        return None if path in self._deleted else self._staged.get(path, path)
-
-    def paths(self) -> list[str]:
-        """The paths with a new version staged (deletions apart)."""
-        return list(self._staged)
-
-    def write(self, path: str, write: Callable[[Any], None], *, loses_rows: bool = False) -> None:
-        """Write the new version of ``path`` whole (and durably, on a local disk)."""
-        directory, name = path.rsplit("/", 1)
-        tmp = f"{directory}/.{name}{TMP_MARKER}{uuid.uuid4().hex}"
-        try:
-            self._write(path, tmp, write)
-        except BaseException:
-            _remove_quietly(self.location, tmp)
-            raise
-        old = self._staged.get(path)
-        if old is not None:
-            _remove_quietly(self.location, old)
-        self._staged[path] = tmp  # a path staged again keeps its place in the order
-        self._deleted.discard(path)
-        if loses_rows:
-            self._losing.add(path)
-
-    def delete(self, path: str) -> None:
-        """Remove ``path`` at commit, after every new version is visible."""
-        old = self._staged.pop(path, None)
-        if old is not None:
-            _remove_quietly(self.location, old)
-        self._losing.discard(path)
-        self._deleted.add(path)
-
-    def commit(self, on_commit: Callable[[str], None] | None = None) -> None:
-        """Make every staged file visible (one atomic step each), then the deletions."""
-        order = [p for p in self._staged if p not in self._losing]
-        order += [p for p in self._staged if p in self._losing]
-        directories = set()
-        for path in order:
-            with storage_errors(path, "replace"):
-                if self.location.is_local:
-                    os.replace(self._staged[path], path)
-                else:
-                    self.location.filesystem.copy_file(self._staged[path], path)
-                    self.location.filesystem.delete_file(self._staged[path])
-            del self._staged[path]
-            directories.add(path.rsplit("/", 1)[0])
-            if on_commit is not None:
-                on_commit(path)
-        for path in sorted(self._deleted):
-            with storage_errors(path, "delete"):
-                self.location.filesystem.delete_file(path)
-            directories.add(path.rsplit("/", 1)[0])
-        self._deleted.clear()
-        self._losing.clear()
-        if self.location.is_local and self.location.durable:
-            for directory in sorted(directories):
-                _fsync_directory(directory)
-
-    def abort(self) -> None:
-        """Remove every staged file not yet visible."""
-        for tmp in self._staged.values():
-            _remove_quietly(self.location, tmp)
-        self._staged.clear()
-        self._losing.clear()
-        self._deleted.clear()
-
-    def _write(self, path: str, tmp: str, write: Callable[[Any], None]) -> None:
-        with storage_errors(path, "write"):
-            if self.location.is_local:
-                os.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-                with open(tmp, "wb") as handle:
-                    write(handle)
-                    if self.location.durable:
-                        handle.flush()
-                        os.fsync(handle.fileno())
-            else:
-                with self.location.filesystem.open_output_stream(tmp) as stream:
-                    write(stream)
-
-
-def _remove_quietly(location: Location, path: str) -> None:
+def remove_quietly(location: Location, path: str) -> None:
+    """Delete a file if it is there (a leftover: nothing depends on it)."""
     with contextlib.suppress(OSError):
         location.filesystem.delete_file(path)
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the renames themselves durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

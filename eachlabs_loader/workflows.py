@@ -7,7 +7,7 @@ on a short page).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import pandas as pd
@@ -100,14 +100,25 @@ def fetch_workflows(client: EachlabsClient) -> pd.DataFrame:
     return normalize_workflows(buffer.columns)
 
 
-def exported_workflow_ids(client: EachlabsClient) -> list[str]:
-    """The ids ``ALL_WORKFLOWS`` stands for: active and archived workflows, newest first."""
-    frame = fetch_workflows(client)
-    keep = frame["status"].isna() | frame["status"].isin(sorted(EXPORTED_STATUSES))
-    skipped = frame.loc[~keep, "workflow_id"].tolist()
-    if skipped:
-        logger.info("skipping %d deleted workflow(s): %s", len(skipped), skipped)
-    return [w for w in frame.loc[keep, "workflow_id"].tolist() if _is_usable(w)]
+def iter_exported_workflow_ids(client: EachlabsClient) -> Iterator[str]:
+    """The ids ``ALL_WORKFLOWS`` stands for: active and archived workflows, newest first,
+    each once, page by page as the list arrives (their loads start before it ends)."""
+    seen: set[str] = set()
+    for page in client.iter_workflow_pages():
+        statuses = page.columns.get("status", [None] * len(page))
+        skipped = []
+        for workflow_id, status in zip(page.ids, statuses, strict=True):
+            if workflow_id in seen:
+                continue
+            seen.add(workflow_id)
+            if status is not None and (
+                not isinstance(status, str) or status not in EXPORTED_STATUSES
+            ):
+                skipped.append(workflow_id)
+            elif _is_usable(workflow_id):
+                yield workflow_id
+        if skipped:
+            logger.info("skipping %d deleted workflow(s): %s", len(skipped), skipped)
 
 
 def _is_usable(workflow_id: str) -> bool:

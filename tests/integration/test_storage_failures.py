@@ -20,7 +20,8 @@ from eachlabs_loader import (
 from eachlabs_loader.dataset import read_dataset_schema
 from eachlabs_loader.lake import LakeWriter
 from eachlabs_loader.schema import conform_frame
-from eachlabs_loader.storage import StagedFiles, resolve_location
+from eachlabs_loader.staging import StagedFiles
+from eachlabs_loader.storage import resolve_location
 
 FLOW = "11111111-1111-1111-1111-111111111111"
 

@@ -18,9 +18,9 @@ from eachlabs_loader.incremental import (
     WorkflowState,
     validate_lookback,
 )
-from eachlabs_loader.pagination import Page
+from eachlabs_loader.pagination import Page, columns_from_rows
 from eachlabs_loader.parallel import MIN_CHECKED_PAGE, ConcurrentScan
-from eachlabs_loader.schema import normalize_executions
+from eachlabs_loader.schema import normalize_table
 
 T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)
 
@@ -100,11 +100,16 @@ def row(execution_id, status, created, updated, flow="flow"):
     }
 
 
+def rows_of(rows):
+    """The tracker's input: normalised rows, as a load hands them over."""
+    return normalize_table(columns_from_rows(rows))
+
+
 def test_tracker_keeps_open_rows_until_a_newer_finished_copy_arrives():
     tracker = StateTracker()
     t = T0
     tracker.observe(
-        normalize_executions(
+        rows_of(
             [
                 row("new", "running", t, t),
                 row("old-open", "queued", t - timedelta(hours=3), t - timedelta(hours=3)),
@@ -114,9 +119,9 @@ def test_tracker_keeps_open_rows_until_a_newer_finished_copy_arrives():
     )
     assert set(tracker.open) == {"new", "old-open"}
     # A finished copy observed *before* the open one (older updated_at) must not close it.
-    tracker.observe(normalize_executions([row("new", "completed", t, t - timedelta(minutes=1))]))
+    tracker.observe(rows_of([row("new", "completed", t, t - timedelta(minutes=1))]))
     assert "new" in tracker.open
-    tracker.observe(normalize_executions([row("new", "completed", t, t + timedelta(minutes=1))]))
+    tracker.observe(rows_of([row("new", "completed", t, t + timedelta(minutes=1))]))
     assert set(tracker.open) == {"old-open"}
     saved = tracker.state("ds", None, mode="full", rows_fetched=3, requests=1)
     assert saved.flow_id == "flow" and saved.high_water_mark == t
@@ -126,13 +131,13 @@ def test_tracker_keeps_open_rows_until_a_newer_finished_copy_arrives():
 def test_tracker_treats_unknown_and_missing_statuses_as_open():
     tracker = StateTracker()
     rows = [row("a", "paused", T0, T0), {**row("b", "x", T0, T0), "status": None}]
-    tracker.observe(normalize_executions(rows))
+    tracker.observe(rows_of(rows))
     assert set(tracker.open) == {"a", "b"}
 
 
 def test_tracker_keeps_the_previous_high_water_mark_when_it_saw_older_rows_only():
     tracker = StateTracker()
-    tracker.observe(normalize_executions([row("a", "completed", T0, T0)]))
+    tracker.observe(rows_of([row("a", "completed", T0, T0)]))
     later = state(hwm=T0 + timedelta(days=1))
     saved = tracker.state("ds", later, mode="incremental", rows_fetched=1, requests=1)
     assert saved.high_water_mark == T0 + timedelta(days=1)

@@ -1,0 +1,439 @@
+"""One call's workflows: scanned, their rows normalised together, into a DataFrame or a writer.
+
+``Run`` is what ``load_executions`` does once its inputs are checked: each workflow's scan
+(``WorkflowLoad``) yields its pages' columns; ``pipeline`` brings the pieces of every
+workflow to this thread, where they are normalised in batches (``RowBatch``), watched by
+each workflow's ``StateTracker`` and handed to the sink: kept for one DataFrame at the end,
+or added to the lake's or the table's writer as they come (memory stays bounded). Then the
+failures are collected, the data and the states land, and one ``LoadResult`` sums it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+import pandas as pd
+import pyarrow as pa
+
+from .config import ListQuery
+from .delta import DeltaWriter
+from .errors import EachlabsError
+from .incremental import (
+    DEFAULT_LOOKBACK,
+    IncrementalScan,
+    StateTracker,
+    TrackedRows,
+    WorkflowState,
+    parse_state,
+    read_state,
+    write_states,
+)
+from .output import Writer
+from .pagination import Page
+from .pipeline import Columns, Event, Finished, PageFeed, Piece, RowBatch, inline_events
+from .progress import Progress
+from .result import LoadResult
+from .schema import arrow_to_frame, normalize_columns, unique_executions, warn_unparseable
+from .transport import EachlabsClient
+
+logger = logging.getLogger("eachlabs_loader")
+
+CHUNK_ROWS = 5_000
+"""Rows normalised at a time when streaming into the lake (memory stays bounded)."""
+MAX_FRAME_CHUNK_ROWS = 80_000
+"""A DataFrame load's batches double from ``CHUNK_ROWS`` up to this: the first ones are
+normalised while later pages load, and a big load pays each batch's fixed cost (a few ms
+of Arrow calls) a few times only (BENCHMARKS.md, scenario cpu)."""
+MIN_IDLE_ROWS = 1_000
+"""With several workflows, rows are normalised as soon as this many wait and no page does:
+the consumer would otherwise sit idle, and the lake can write the finished workflows."""
+
+OnError = Literal["raise", "skip"]
+_WRITE_COUNTS = (
+    "output",
+    "rows_written",
+    "rows_inserted",
+    "rows_updated",
+    "partitions_touched",
+    "files_written",
+    "table_version",
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a lake load reads: incrementally (from the stored states) or in full."""
+
+    incremental: bool = False
+    lookback: timedelta = DEFAULT_LOOKBACK
+
+
+class Run:
+    """One call: its workflows scanned concurrently, their rows normalised together, their
+    failures collected, one result."""
+
+    def __init__(
+        self,
+        client: EachlabsClient,
+        bulk_id: str | None,
+        *,
+        on_error: OnError = "raise",
+        progress: Progress | None = None,
+    ) -> None:
+        self.client, self.bulk_id, self.on_error = client, bulk_id, on_error
+        self.progress = progress or Progress(False)
+        self._started = time.monotonic()
+        self._requests, self._retries = client.stats.requests, client.stats.retries
+
+    def to_frame(self, workflow_ids: Iterable[str]) -> pd.DataFrame:
+        """Every execution of the workflows, one row each, in one DataFrame."""
+        tables: list[pa.Table] = []
+        loads = self._stream(workflow_ids, tables.append, grow_to=MAX_FRAME_CHUNK_ROWS)
+        done, failed = self._outcomes(loads)
+        if tables:
+            table = pa.concat_tables(tables, promote_options="default")
+            frame = arrow_to_frame(unique_executions(table))
+        else:
+            frame = normalize_columns({"execution_id": []})
+        result = self._combine({w: load.result for w, load in done.items()}, failed)
+        result.rows_returned = len(frame)
+        frame.attrs["eachlabs"] = result
+        return frame
+
+    def to_lake(
+        self, workflow_ids: Iterable[str], writer: Writer, plan: Plan | None = None
+    ) -> LoadResult:
+        """Stream into the lake or table; then the data and each workflow's state land."""
+        plan = plan or Plan()
+        try:
+            loads = self._stream(workflow_ids, writer.add, writer=writer, plan=plan)
+            done, failed = self._outcomes(loads)
+        except EachlabsError:
+            if isinstance(writer, DeltaWriter):
+                writer.abort()  # a failed load commits nothing to a table
+            else:
+                writer.close()  # the rows that arrived are exact: kept (none after a storage error)
+            raise
+        except BaseException:
+            writer.abort()  # interrupted: every file stays as it was
+            raise
+        states = []
+        if self.bulk_id is None:  # a bulk's rows say nothing about the rest of the workflow
+            states = [s for load in done.values() if (s := load.next_state()) is not None]
+        written = _commit(writer, states, list(failed.values()))
+        result = self._combine({w: load.result for w, load in done.items()}, failed)
+        for name in _WRITE_COUNTS:
+            setattr(result, name, getattr(written, name))
+        return result
+
+    def _stream(
+        self,
+        workflow_ids: Iterable[str],
+        sink: Callable[[pa.Table], None],
+        *,
+        writer: Writer | None = None,
+        plan: Plan | None = None,
+        grow_to: int = CHUNK_ROWS,
+    ) -> list[WorkflowLoad]:
+        """Scan every workflow and hand their normalised rows to ``sink``, batch by batch;
+        returns the workflows' loads (each ``finished`` or ``failed``)."""
+        loads = (
+            WorkflowLoad(self.client, self._query(w), self.progress, writer, plan, index=n)
+            for n, w in enumerate(workflow_ids)
+        )
+        single = isinstance(workflow_ids, list) and len(workflow_ids) == 1
+        workers = self.client.settings.concurrency
+        feed = None if single else PageFeed(loads, _pieces, workers=workers)
+        events = inline_events(next(loads), _pieces) if feed is None else feed.events()
+        batch: RowBatch[WorkflowLoad] = RowBatch(bulk_id=self.bulk_id)
+        stream = _Stream(batch, sink, writer, grow_to)
+        try:
+            for event in events:
+                stream.take(event, idle=feed is not None and feed.idle)
+            stream.flush()
+        finally:
+            if feed is not None:
+                feed.close()
+        warn_unparseable(batch.unparseable)
+        return stream.loads
+
+    def _outcomes(
+        self, loads: list[WorkflowLoad]
+    ) -> tuple[dict[str, WorkflowLoad], dict[str, WorkflowLoad]]:
+        """The loads that succeeded and those that failed, in the order the workflows were
+        given; the first failure is raised unless ``on_error="skip"``."""
+        loads = sorted(loads, key=lambda load: load.index)
+        errors = [(load, load.error) for load in loads if load.error is not None]
+        for load, error in errors:
+            if len(loads) > 1:
+                logger.error("workflow %r failed: %s", load.workflow_id, error)
+        if errors and self.on_error == "raise":
+            raise errors[0][1]
+        failed = {load.workflow_id: load for load, _ in errors}
+        return {load.workflow_id: load for load in loads if load.error is None}, failed
+
+    def _query(self, workflow_id: str) -> ListQuery:
+        """The list request for a workflow id validated at the edge."""
+        return ListQuery(workflow_id, self.bulk_id, self.client.settings.page_size)
+
+    def _combine(
+        self, results: dict[str, LoadResult], failed: dict[str, WorkflowLoad]
+    ) -> LoadResult:
+        if len(results) == 1 and not failed:
+            return next(iter(results.values()))
+        each = list(results.values())
+        starts = [r.total_count_start for r in each if r.total_count_start is not None]
+        ends = [r.total_count_end for r in each if r.total_count_end is not None]
+        combined = LoadResult(
+            rows_fetched=sum(r.rows_fetched for r in each),
+            requests=self.client.stats.requests - self._requests,
+            retries=self.client.stats.retries - self._retries,
+            pages=sum(r.pages for r in each),
+            pages_refetched=sum(r.pages_refetched for r in each),
+            gaps_repaired=sum(r.gaps_repaired for r in each),
+            total_count_start=sum(starts) if starts else None,
+            total_count_end=sum(ends) if ends else None,
+            concurrency=max((r.concurrency for r in each), default=1),
+            lowest_concurrency=min((r.lowest_concurrency for r in each), default=1),
+            overlap=max((r.overlap for r in each), default=0),
+            elapsed_s=time.monotonic() - self._started,
+            workflows=results,
+            failed={w: str(load.error) for w, load in failed.items()},
+            errors={w: load.error for w, load in failed.items() if load.error is not None},
+            incremental=bool(each) and all(r.incremental for r in each),
+            fallbacks={w: why for r in each for w, why in r.fallbacks.items()},
+        )
+        logger.info(
+            "loaded %d workflows (%d failed): %d rows fetched, %d requests, %d retries, %.2fs",
+            len(results),
+            len(failed),
+            combined.rows_fetched,
+            combined.requests,
+            combined.retries,
+            combined.elapsed_s,
+        )
+        return combined
+
+
+class _Stream:
+    """The consumer's side of a run: pieces into batches, batches to the trackers and the
+    sink, finished workflows to the writer (their partitions are complete)."""
+
+    def __init__(
+        self,
+        batch: RowBatch[WorkflowLoad],
+        sink: Callable[[pa.Table], None],
+        writer: Writer | None,
+        grow_to: int,
+    ) -> None:
+        self.batch, self.sink, self.writer = batch, sink, writer
+        self.chunk_rows, self.grow_to = CHUNK_ROWS, grow_to
+        self.loads: list[WorkflowLoad] = []
+        self._finished: list[WorkflowLoad] = []
+
+    def take(self, event: Event[WorkflowLoad], *, idle: bool) -> None:
+        if isinstance(event, Piece):
+            self.batch.add(event.source, event.columns)
+        else:
+            self._end(event)
+        waiting = len(self.batch)
+        if waiting >= self.chunk_rows or (idle and waiting >= MIN_IDLE_ROWS):
+            self.flush()
+
+    def flush(self) -> None:
+        if len(self.batch):
+            table, ranges = self.batch.take()
+            if self.writer is not None:  # the trackers of the workflows' states
+                tracked = TrackedRows.of(table)
+                for load, start, stop in ranges:
+                    load.observe(tracked.slice(start, stop))
+            self.sink(table)
+            self.chunk_rows = max(self.chunk_rows, min(2 * self.chunk_rows, self.grow_to))
+        finished, self._finished = self._finished, []
+        if self.writer is not None and finished:
+            self.writer.complete({f for load in finished if (f := load.flow_id) is not None})
+
+    def _end(self, event: Finished[WorkflowLoad]) -> None:
+        load = event.source
+        load.error = event.error
+        self.loads.append(load)
+        if event.error is None:
+            self._finished.append(load)
+
+
+def _pieces(load: WorkflowLoad) -> Iterator[Columns]:
+    return load.pieces()
+
+
+class WorkflowLoad:
+    """One workflow's scan: its pages' columns out (run on a scan's thread), its rows
+    watched by a tracker (on the consumer's), its counts and one INFO line."""
+
+    def __init__(
+        self,
+        client: EachlabsClient,
+        query: ListQuery,
+        progress: Progress,
+        writer: Writer | None = None,
+        plan: Plan | None = None,
+        *,
+        index: int = 0,
+    ) -> None:
+        self.client, self.progress, self.writer, self.index = client, progress, writer, index
+        self.workflow_id, self.bulk_id = query.workflow_id, query.bulk_id
+        self.tracker = StateTracker() if writer is not None else None
+        self.scan: Any = client.scan(query)
+        if writer is not None and plan is not None and plan.incremental:
+            self.scan = IncrementalScan(
+                self.scan,
+                load_state=_state_reader(writer),
+                full_scan=lambda: client.scan(query),
+                lookback=plan.lookback,
+                workflow_id=self.workflow_id,
+                concurrency=client.settings.concurrency,
+                limit=client.settings.page_size,
+            )
+        self.rows_fetched = self.rows_kept = 0
+        self.result = LoadResult()
+        self.error: EachlabsError | None = None
+        self._started = time.monotonic()
+        self._requests, self._retries = client.stats.requests, client.stats.retries
+
+    def pieces(self) -> Iterator[Columns]:
+        """Each page's columns, minus rows repeated from the page before; ``result`` is
+        set once the scan has ended."""
+        previous: Page | None = None
+        for page in self.scan:
+            if previous is None and not getattr(self.scan, "incremental", False):
+                # An incremental run reads only the head: the list's total would mislead.
+                self.progress.announce(page.total_count or len(page))
+            columns = _without_repeats(previous, page)
+            kept = len(columns["execution_id"])
+            self.progress.advance(kept)
+            self.rows_fetched += len(page)
+            self.rows_kept += kept
+            previous = page
+            yield columns
+        self.result = self._finish()
+
+    def observe(self, rows: TrackedRows) -> None:
+        if self.tracker is not None:
+            self.tracker.observe(rows)
+
+    @property
+    def flow_id(self) -> str | None:
+        """The workflow's UUID as its rows say (None before the first row)."""
+        return None if self.tracker is None else self.tracker.flow_id
+
+    def next_state(self) -> WorkflowState | None:
+        """The workflow's state once this load's rows are in the lake (None: nothing to save)."""
+        if self.tracker is None or self.writer is None:
+            return None
+        result = self.result
+        previous = self.scan.state if isinstance(self.scan, IncrementalScan) else None
+        return self.tracker.state(
+            self.writer.dataset_id,
+            previous if result.incremental else None,
+            mode="incremental" if result.incremental else "full",
+            rows_fetched=result.rows_fetched,
+            requests=result.requests,
+            total_count=result.total_count_end,
+        )
+
+    def _finish(self) -> LoadResult:
+        incremental = isinstance(self.scan, IncrementalScan)
+        stats, throttle = self.scan.stats, self.client.throttle
+        result = LoadResult(
+            rows_fetched=self.rows_fetched,
+            requests=self.client.stats.requests - self._requests,
+            retries=self.client.stats.retries - self._retries,
+            pages=stats.pages,
+            pages_refetched=stats.pages_refetched,
+            gaps_repaired=stats.gaps_repaired,
+            total_count_start=stats.total_count_start,
+            total_count_end=stats.total_count_end,
+            concurrency=self.scan.effective_concurrency,
+            lowest_concurrency=min(self.scan.effective_concurrency, throttle.lowest_limit),
+            overlap=stats.overlap,
+            elapsed_s=time.monotonic() - self._started,
+            incremental=incremental and self.scan.incremental,
+            fallbacks=(
+                {self.workflow_id: self.scan.fallback} if incremental and self.scan.fallback else {}
+            ),
+        )
+        logger.info(
+            "loaded %d executions of workflow %r (%s): %d pages (%d re-fetched), %d requests, "
+            "%d retries, total_count %s->%s, %.2fs",
+            self.rows_kept,
+            self.workflow_id,
+            "incremental" if result.incremental else "full",
+            result.pages,
+            result.pages_refetched,
+            result.requests,
+            result.retries,
+            result.total_count_start,
+            result.total_count_end,
+            result.elapsed_s,
+        )
+        return result
+
+
+def _state_reader(writer: Writer) -> Callable[[str], tuple[WorkflowState | None, str | None]]:
+    """Where an incremental run finds a workflow's state: a state file, or the table's log."""
+    if isinstance(writer, DeltaWriter):
+        delta = writer
+
+        def from_the_log(flow_id: str) -> tuple[WorkflowState | None, str | None]:
+            text = delta.read_state(flow_id)
+            if text is None:
+                return None, "no commit of the Delta table holds a state for the workflow"
+            return parse_state(text, "state in the Delta log", flow_id, None)
+
+        return from_the_log
+    location, dataset_id = writer.location, writer.dataset_id
+    return lambda flow_id: read_state(location, flow_id, dataset_id)
+
+
+def _commit(writer: Writer, states: list[WorkflowState], failed: list[WorkflowLoad]) -> LoadResult:
+    """Make the load visible: the hive lake's files, then its state files; or one Delta
+    commit holding the rows and the states, without the workflows that failed."""
+    if isinstance(writer, DeltaWriter):
+        writer.discard({f for load in failed if (f := load.flow_id) is not None})
+        return writer.close({state.flow_id: state.to_json() for state in states})
+    written = writer.close()
+    if states:
+        writer.ensure_identity()
+        write_states(writer.location, states)
+    return written
+
+
+def _without_repeats(previous: Page | None, page: Page) -> Columns:
+    """``page``'s columns minus rows identical to the same execution in ``previous``.
+
+    Neighbouring pages overlap on purpose (see ``parallel``); dropping the repeats here
+    saves normalising them twice. A repeated execution that changed in between is kept:
+    the newest ``updated_at`` wins later, as for any duplicate.
+    """
+    if previous is None:
+        return page.columns
+    seen = {execution_id: i for i, execution_id in enumerate(previous.ids)}
+    names = [n for n in page.columns if n in previous.columns]
+    repeats = [
+        j
+        for j, execution_id in enumerate(page.ids)
+        if execution_id in seen
+        and len(names) == len(page.columns)
+        and all(previous.columns[n][seen[execution_id]] == page.columns[n][j] for n in names)
+    ]
+    if not repeats:
+        return page.columns
+    if repeats == list(range(len(repeats))):  # the usual case: the first rows of the page
+        return {name: values[len(repeats) :] for name, values in page.columns.items()}
+    drop = set(repeats)
+    keep = [j for j in range(len(page)) if j not in drop]
+    return {name: [values[j] for j in keep] for name, values in page.columns.items()}
