@@ -54,7 +54,8 @@ import pyarrow.compute as pc
 
 from .dataset import METADATA_FILE, check_compatible, is_delta_table, union_schema
 from .errors import InvalidRequestError, SchemaMismatchError, StorageError
-from .lake import DATA_FILE, NULL_PARTITION, LakeWriter, partition_value
+from .lake import LakeWriter
+from .partitions import DATA_FILE, NULL_PARTITION, partition_value
 from .result import LoadResult
 from .retry import RetryPolicy
 from .schema import ARROW_STRING, arrow_schema, arrow_to_frame

@@ -29,12 +29,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import InvalidRequestError, StorageError
-from .lake import partition_value
 from .pagination import Page, ScanStats, StallDetector
 from .parallel import MIN_ROUND_TRIP_S
+from .partitions import partition_value
 from .schema import parse_timestamps
 from .staging import StagedFiles
-from .storage import Location, read_bytes
+from .storage import Location, read_bytes, remove_stale_temporaries
 
 logger = logging.getLogger("eachlabs_loader")
 
@@ -193,15 +193,28 @@ def parse_state(
     return state, None
 
 
-def write_states(location: Location, states: Iterable[WorkflowState]) -> None:
-    """Every state file written whole, then made visible together (durably, once)."""
-    staged = StagedFiles(location)
-    try:
-        for state in states:
-            staged.write(state_path(location, state.flow_id), _writer_of(state.to_json()))
-        staged.commit()
-    finally:
-        staged.abort()
+class StateFiles:
+    """A load's state files: each written (hidden) as soon as its workflow's rows are all
+    in, then all made visible together, after the data."""
+
+    def __init__(self, location: Location) -> None:
+        self.location = location
+        self._staged = StagedFiles(location)
+
+    def stage(self, state: WorkflowState) -> None:
+        if not len(self._staged):  # leftovers of crashed writers go before ours
+            remove_stale_temporaries(self.location, self.location.path(STATE_DIR))
+        data = state.to_json().encode("utf-8")
+        self._staged.write(state_path(self.location, state.flow_id), lambda sink: sink.write(data))
+
+    def __len__(self) -> int:
+        return len(self._staged)
+
+    def commit(self) -> None:
+        self._staged.commit()
+
+    def abort(self) -> None:
+        self._staged.abort()
 
 
 @dataclass(frozen=True)
@@ -238,11 +251,6 @@ class TrackedRows:
             self.updated[start:stop],
             self.finished[start:stop],
         )
-
-
-def _writer_of(text: str) -> Callable[[Any], None]:
-    data = text.encode("utf-8")
-    return lambda sink: sink.write(data)
 
 
 class StateTracker:

@@ -6,11 +6,11 @@ Layout::
     {root}/workflow_id=<flow_id>/date=<YYYY-MM-DD>/executions.parquet
 
 One file per partition. Writing a partition merges its old rows with the new ones (one row per
-``execution_id``, the newest ``updated_at`` wins, ties go to the new row). A load stages every
-new partition file (``staging.StagedFiles``) and makes them visible only once every merge
-has succeeded, so a file that turns out incompatible, a full disk or an interrupted load
-leaves every file of the dataset as it was. A partition whose merge changes nothing is not
-rewritten.
+``execution_id``, the newest ``updated_at`` wins, ties go to the new row: ``partitions``).
+A load stages every new partition file (``staging.StagedFiles``) and makes them visible only
+once every merge has succeeded, so a file that turns out incompatible, a full disk or an
+interrupted load leaves every file of the dataset as it was. A partition whose merge
+changes nothing is not rewritten.
 """
 
 from __future__ import annotations
@@ -19,15 +19,12 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .dataset import (
     align,
@@ -38,15 +35,24 @@ from .dataset import (
     write_dataset_schema,
 )
 from .errors import EachlabsError, SchemaMismatchError, StorageError
+from .partitions import (
+    DATA_FILE,
+    NULL_PARTITION,
+    PARTITION_KEYS,
+    PartitionKey,
+    merge_partition,
+    partition_file,
+    partition_value,
+    split_partitions,
+    write_partitions,
+)
 from .result import LoadResult
 from .schema import (
-    ARROW_STRING,
     COLUMNS,
     arrow_schema,
     arrow_to_frame,
     conform_frame,
     frame_to_arrow,
-    latest_rows,
     sort_executions,
     unique_executions,
 )
@@ -65,80 +71,7 @@ from .storage import (
 
 logger = logging.getLogger("eachlabs_loader")
 
-DATA_FILE = "executions.parquet"
-NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
-"""Hive's name for a null partition value: executions with no created_at nor started_at."""
 MAX_BUFFERED_ROWS = 100_000
-_WRITE_OPTIONS: dict[str, Any] = {
-    "compression": "snappy",
-    "coerce_timestamps": "us",
-    "allow_truncated_timestamps": False,
-    "use_deprecated_int96_timestamps": False,
-    "row_group_size": 64 * 1024,
-    # Few distinct values per file: dictionary-encoded. The others (ids, timestamps, JSON)
-    # are mostly distinct, and encoding a dictionary for them costs more than it saves.
-    "use_dictionary": ["flow_id", "flow_name", "version_id", "status", "bulk_id"],
-}
-
-PartitionKey = tuple[str, str]
-
-
-def partition_value(value: Any) -> str:
-    """A hive partition value that cannot escape the root: percent-encoded, never empty."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)) or value == "":
-        return NULL_PARTITION
-    return quote(str(value), safe="-_.")
-
-
-def split_partitions(table: pa.Table) -> Iterator[tuple[PartitionKey, pa.Table]]:
-    """The rows of each ``(workflow_id, date)`` partition, in their order: the UTC date of
-    ``created_at``, else ``started_at``. Vectorised: one sort of the table, then slices."""
-    workflows, flow_of_row = _partition_workflows(table["flow_id"])
-    days, day_of_row = _partition_days(pc.coalesce(table["created_at"], table["started_at"]))
-    group_of_row = flow_of_row * len(days) + day_of_row
-    groups, group_of_row = np.unique(group_of_row, return_inverse=True)
-    order = np.argsort(group_of_row, kind="stable")
-    grouped = table.take(order)
-    stops = np.cumsum(np.bincount(group_of_row, minlength=len(groups)))
-    start = 0
-    for group, stop in zip(groups.tolist(), stops.tolist(), strict=True):
-        key = (workflows[group // len(days)], days[group % len(days)])
-        yield key, grouped.slice(start, stop - start)
-        start = stop
-
-
-def _partition_workflows(flow_ids: Any) -> tuple[list[str], np.ndarray]:
-    """The partition names of the distinct flow ids, and each row's index into them."""
-    if isinstance(flow_ids, pa.ChunkedArray):
-        flow_ids = flow_ids.combine_chunks()
-    encoded = pc.dictionary_encode(flow_ids)
-    names = [partition_value(v) for v in encoded.dictionary.to_pylist()] + [NULL_PARTITION]
-    distinct = list(dict.fromkeys(names))  # "" and null both name the null partition
-    position = np.array([distinct.index(n) for n in names], dtype=np.int64)
-    codes = pc.fill_null(encoded.indices, len(names) - 1).to_numpy()
-    return distinct, position[codes]
-
-
-def _partition_days(when: Any) -> tuple[list[str], np.ndarray]:
-    """The ``YYYY-MM-DD`` of the distinct UTC days, and each row's index into them."""
-    micros = pc.fill_null(when.cast(pa.int64()), _NO_DAY).to_numpy()
-    days = np.where(micros == _NO_DAY, _NO_DAY, np.floor_divide(micros, _MICROS_PER_DAY))
-    distinct, day_of_row = np.unique(days, return_inverse=True)
-    names = [NULL_PARTITION if d == _NO_DAY else _day_name(d) for d in distinct.tolist()]
-    return names, day_of_row
-
-
-def _day_name(day: int) -> str:
-    return str(np.datetime64(day, "D"))
-
-
-_NO_DAY = int(np.iinfo(np.int64).min)
-_MICROS_PER_DAY = 86_400_000_000
-
-
-def partition_dir(location: Location, key: PartitionKey) -> str:
-    workflow, date = key
-    return location.path(f"workflow_id={workflow}", f"date={date}")
 
 
 class LakeWriter:
@@ -148,7 +81,8 @@ class LakeWriter:
     that workflow are complete: they are merged and their new files staged at once; so are
     all of a workflow's partitions once ``complete`` says its rows have all arrived. Out-of-
     order rows are still correct (their partition is merged again); ``MAX_BUFFERED_ROWS``
-    bounds the buffer. ``close`` makes the staged files visible, ``abort`` drops them.
+    bounds the buffer. The partitions a step completes are written together, by Arrow.
+    ``close`` makes the staged files visible, ``abort`` drops them.
     """
 
     def __init__(self, location: Location, *, max_buffered_rows: int = MAX_BUFFERED_ROWS) -> None:
@@ -166,7 +100,8 @@ class LakeWriter:
         self._identity_stored = stored_id is not None
         self._homes: dict[str, dict[str, PartitionKey]] = {}
         self._undated: dict[str, dict[str, PartitionKey]] = {}
-        self._staged = StagedFiles(location, background=True)
+        self._staged = StagedFiles(location)
+        self._merged: dict[PartitionKey, tuple[pa.Table, bool]] = {}  # staged, to be written
         # Workflows with a directory before this load; the others have no file to merge
         # with or to clean up (most partitions of a first load or a backfill).
         self._stored_workflows = list_directories(location, location.root)
@@ -220,6 +155,7 @@ class LakeWriter:
         """Drop what this load staged: every file of the dataset stays as it was."""
         self._buffer.clear()
         self._buffered_rows = 0
+        self._merged.clear()
         self._staged.abort()
 
     def ensure_identity(self) -> None:
@@ -264,16 +200,45 @@ class LakeWriter:
         logger.debug("wrote %s", path)
 
     def _flush(self, keys: list[PartitionKey]) -> None:
+        """Merge the partitions of ``keys`` with what they hold, then write them at once."""
         for key in keys:
             parts = self._buffer.pop(key)
             self._buffered_rows -= sum(p.num_rows for p in parts)
             self._write_partition(key, self._concat(parts), ordered=len(parts) == 1)
+        self._write_merged()
 
     def _concat(self, parts: list[pa.Table]) -> pa.Table:
         """A partition's buffered rows as one table of the current schema (which may have
         grown since the first of them arrived)."""
         current = [p if p.schema == self.schema else align(p, self.schema, "") for p in parts]
         return current[0] if len(current) == 1 else pa.concat_tables(current)
+
+    def _write_merged(self) -> None:
+        """Write the partitions merged since the last call as new files, staged for commit:
+        one Arrow call (its C++ writer: other threads run meanwhile); those that lose rows
+        to another partition in a call of their own (the commit shows them after the
+        others)."""
+        for loses_rows in (False, True):
+            tables = {
+                key: self._aligned(table)
+                for key, (table, losing) in self._merged.items()
+                if losing == loses_rows
+            }
+            if not tables:
+                continue
+            for key in tables:
+                directory = partition_file(self.location, key).rsplit("/", 1)[0]
+                if directory not in self._cleaned and self._is_stored(key):
+                    # Leftovers of crashed writers go before ours (a new directory has none).
+                    remove_stale_temporaries(self.location, directory)
+                    self._cleaned.add(directory)
+            basename = self._staged.temporary(DATA_FILE) + "-{i}"
+            for path, tmp in write_partitions(self.location, tables, basename).items():
+                self._staged.adopt(path, tmp, loses_rows=loses_rows)
+        self._merged.clear()
+
+    def _aligned(self, table: pa.Table) -> pa.Table:
+        return table if table.schema == self.schema else align(table, self.schema, "")
 
     def _write_partition(self, key: PartitionKey, new: pa.Table, *, ordered: bool) -> None:
         # Rows stored before without created_at (in a fallback partition), read before this
@@ -314,15 +279,13 @@ class LakeWriter:
     def _merge_into(self, key: PartitionKey, new: pa.Table, *, ordered: bool) -> None:
         if new.num_rows == 0:
             return
-        path = f"{partition_dir(self.location, key)}/{DATA_FILE}"
-        old = self._read_partition(path)
-        merged, inserted, updated = merge_partition(old, new, ordered=ordered)
+        merged, inserted, updated = merge_partition(self._current(key), new, ordered=ordered)
         self._note_stored(key, new)
         if inserted == 0 and updated == 0:
             return
-        self._stage(path, merged)
+        self._merged[key] = (merged, False)
         logger.debug(
-            "staged %s: %d rows (%d new, %d updated)", path, merged.num_rows, inserted, updated
+            "staged %s: %d rows (%d new, %d updated)", key, merged.num_rows, inserted, updated
         )
         self.result.rows_inserted += inserted
         self.result.rows_updated += updated
@@ -330,8 +293,7 @@ class LakeWriter:
 
     def _remove_from(self, key: PartitionKey, ids: set[str]) -> None:
         """Drop rows that moved to another partition (their partition key became known)."""
-        path = f"{partition_dir(self.location, key)}/{DATA_FILE}"
-        old = self._read_partition(path)
+        old = self._current(key)
         if old is None:
             return
         kept = old.filter(pc.invert(pc.is_in(old["execution_id"], pa.array(sorted(ids)))))
@@ -339,16 +301,21 @@ class LakeWriter:
         if removed == 0:
             return
         if kept.num_rows == 0:
-            self._staged.delete(path)
+            self._merged.pop(key, None)
+            self._staged.delete(partition_file(self.location, key))
         else:
-            self._stage(path, kept, loses_rows=True)
+            self._merged[key] = (kept, True)
         self.result.rows_inserted -= removed  # they were moves, not new rows
         self.result.rows_updated += removed
-        logger.debug("moved %d rows out of %s", removed, path)
+        logger.debug("moved %d rows out of %s", removed, key)
 
-    def _read_partition(self, path: str) -> pa.Table | None:
-        """A partition as this load sees it: its staged version if there is one."""
-        if not self._is_stored(path) and path not in self._staged.paths():
+    def _current(self, key: PartitionKey) -> pa.Table | None:
+        """A partition as this load sees it: merged (not written yet), being written,
+        staged, or stored."""
+        if key in self._merged:
+            return self._merged[key][0]
+        path = partition_file(self.location, key)
+        if not self._is_stored(key) and path not in self._staged.paths():
             return None
         current = self._staged.current(path)
         table = None if current is None else read_table(self.location, current)
@@ -357,20 +324,10 @@ class LakeWriter:
         check_compatible(table.schema, self.schema, path)
         return align(table, self.schema, path)
 
-    def _stage(self, path: str, table: pa.Table, *, loses_rows: bool = False) -> None:
-        directory = path.rsplit("/", 1)[0]
-        if directory not in self._cleaned and self._is_stored(path):
-            # Leftovers of crashed writers go before ours (a new directory has none).
-            remove_stale_temporaries(self.location, directory)
-            self._cleaned.add(directory)
-        self._staged.write(
-            path, lambda sink: pq.write_table(table, sink, **_WRITE_OPTIONS), loses_rows=loses_rows
-        )
-
     def _stored_ids(self, workflow: str, *, undated_only: bool) -> dict[str, PartitionKey]:
         """Where the workflow's stored rows are: all of them, or only those without created_at.
 
-        Read once per workflow (staged versions included) and kept up to date by this
+        Read once per workflow (this load's versions included) and kept up to date by this
         writer. Rows without created_at are rare and row-group statistics let the scan skip
         everything else.
         """
@@ -380,27 +337,30 @@ class LakeWriter:
         return cache[workflow]
 
     def _scan_ids(self, workflow: str, *, undated_only: bool) -> dict[str, PartitionKey]:
+        found: dict[str, PartitionKey] = {}
         root = self.location.path(f"workflow_id={workflow}")
         stored = f"workflow_id={workflow}" in self._stored_workflows
-        paths = set(list_files(self.location, root, ".parquet") if stored else ())
+        paths = set(list_files(self.location, root, DATA_FILE) if stored else ())
         paths.update(p for p in self._staged.paths() if p.startswith(root + "/"))
         where = pc.field("created_at").is_null() if undated_only else None
-        found: dict[str, PartitionKey] = {}
         for path in sorted(paths):
             current = self._staged.current(path)
             if current is None:
                 continue
             table = read_table(self.location, current, columns=["execution_id"], filters=where)
-            if table is None:
-                continue
-            date = path.rsplit("/", 2)[-2].removeprefix("date=")
-            found.update(dict.fromkeys(table["execution_id"].to_pylist(), (workflow, date)))
+            if table is not None:
+                date = path.rsplit("/", 2)[-2].removeprefix("date=")
+                found.update(dict.fromkeys(table["execution_id"].to_pylist(), (workflow, date)))
+        for key, (table, _) in self._merged.items():  # merged in this step, not written yet
+            if key[0] == workflow:
+                rows = table.filter(table["created_at"].is_null()) if undated_only else table
+                found.update(dict.fromkeys(rows["execution_id"].to_pylist(), key))
         return found
 
-    def _is_stored(self, path: str) -> bool:
-        """Could ``path`` (in a workflow's directory) exist before this load?"""
-        workflow = path[len(self.location.root) :].lstrip("/").split("/", 1)[0]
-        return workflow in self._stored_workflows
+    def _is_stored(self, key: PartitionKey) -> bool:
+        """Could the partition hold a file from before this load (its workflow's directory
+        existed when the load began)?"""
+        return f"workflow_id={key[0]}" in self._stored_workflows
 
     def _note_stored(self, key: PartitionKey, rows: pa.Table) -> None:
         if key[0] in self._homes:
@@ -414,46 +374,6 @@ class LakeWriter:
 def _newer(key: PartitionKey, oldest: dict[str, str]) -> bool:
     """Is the partition newer than the oldest date its workflow just reached (complete)?"""
     return key[1] != NULL_PARTITION and key[0] in oldest and key[1] > oldest[key[0]]
-
-
-def merge_partition(
-    old: pa.Table | None, new: pa.Table, *, ordered: bool = False
-) -> tuple[pa.Table, int, int]:
-    """Upsert ``new`` into ``old`` (both of one schema): returns (merged rows, inserted,
-    updated), the merged rows sorted (``sort_executions``; ``ordered``: ``new`` already is,
-    and holds each id once).
-
-    A new row replaces an old one with the same id when its ``updated_at`` is newer or equal
-    (the later observation wins); identical rows count as neither inserted nor updated.
-    """
-    if not ordered:
-        new = sort_executions(unique_executions(new))
-    if old is None or old.num_rows == 0:
-        return new, new.num_rows, 0
-    combined = pa.concat_tables([old, new])
-    kept = latest_rows(combined["execution_id"], combined["updated_at"])
-    if kept is None:
-        kept = np.arange(combined.num_rows)
-    from_new = kept >= old.num_rows
-    ids = combined["execution_id"].take(kept)
-    is_old_id = pc.is_in(ids, old["execution_id"]).to_numpy(zero_copy_only=False)
-    inserted = int((from_new & ~is_old_id).sum())
-    replacing = kept[from_new & is_old_id]
-    updated = _count_changed(old, combined.take(replacing))
-    return sort_executions(combined.take(kept)), inserted, updated
-
-
-def _count_changed(old: pa.Table, replacing: pa.Table) -> int:
-    """How many of ``replacing`` (rows whose id ``old`` holds) differ from the old row."""
-    if replacing.num_rows == 0:
-        return 0
-    before = old.take(pc.index_in(replacing["execution_id"], old["execution_id"]))
-    changed = np.zeros(replacing.num_rows, dtype=bool)
-    for name in replacing.column_names:
-        a, b = replacing[name], before[name]
-        same = pc.or_(pc.fill_null(pc.equal(a, b), False), pc.and_(a.is_null(), b.is_null()))
-        changed |= ~same.to_numpy(zero_copy_only=False)
-    return int(changed.sum())
 
 
 def write_lake(
@@ -495,6 +415,5 @@ def read_lake(
     """
     location = resolve_location(output, filesystem)
     schema = read_dataset_schema(location)[0] or arrow_schema(COLUMNS)
-    partitions = pa.schema([("workflow_id", ARROW_STRING), ("date", ARROW_STRING)])
     filter_ = None if workflow_id is None else pc.field("flow_id") == workflow_id
-    return arrow_to_frame(sort_executions(read_hive(location, schema, partitions, filter_)))
+    return arrow_to_frame(sort_executions(read_hive(location, schema, PARTITION_KEYS, filter_)))

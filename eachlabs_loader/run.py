@@ -26,12 +26,12 @@ from .errors import EachlabsError
 from .incremental import (
     DEFAULT_LOOKBACK,
     IncrementalScan,
+    StateFiles,
     StateTracker,
     TrackedRows,
     WorkflowState,
     parse_state,
     read_state,
-    write_states,
 )
 from .output import Writer
 from .pagination import Page
@@ -110,22 +110,17 @@ class Run:
     ) -> LoadResult:
         """Stream into the lake or table; then the data and each workflow's state land."""
         plan = plan or Plan()
+        landing = _Landing(writer, with_states=self.bulk_id is None)
         try:
-            loads = self._stream(workflow_ids, writer.add, writer=writer, plan=plan)
+            loads = self._stream(workflow_ids, writer.add, plan=plan, landing=landing)
             done, failed = self._outcomes(loads)
         except EachlabsError:
-            if isinstance(writer, DeltaWriter):
-                writer.abort()  # a failed load commits nothing to a table
-            else:
-                writer.close()  # the rows that arrived are exact: kept (none after a storage error)
+            landing.keep_rows()
             raise
         except BaseException:
-            writer.abort()  # interrupted: every file stays as it was
+            landing.abort()  # interrupted: every file stays as it was
             raise
-        states = []
-        if self.bulk_id is None:  # a bulk's rows say nothing about the rest of the workflow
-            states = [s for load in done.values() if (s := load.next_state()) is not None]
-        written = _commit(writer, states, list(failed.values()))
+        written = landing.commit(list(done.values()), list(failed.values()))
         result = self._combine({w: load.result for w, load in done.items()}, failed)
         for name in _WRITE_COUNTS:
             setattr(result, name, getattr(written, name))
@@ -136,12 +131,13 @@ class Run:
         workflow_ids: Iterable[str],
         sink: Callable[[pa.Table], None],
         *,
-        writer: Writer | None = None,
         plan: Plan | None = None,
+        landing: _Landing | None = None,
         grow_to: int = CHUNK_ROWS,
     ) -> list[WorkflowLoad]:
         """Scan every workflow and hand their normalised rows to ``sink``, batch by batch;
         returns the workflows' loads (each ``finished`` or ``failed``)."""
+        writer = None if landing is None else landing.writer
         loads = (
             WorkflowLoad(self.client, self._query(w), self.progress, writer, plan, index=n)
             for n, w in enumerate(workflow_ids)
@@ -151,7 +147,7 @@ class Run:
         feed = None if single else PageFeed(loads, _pieces, workers=workers)
         events = inline_events(next(loads), _pieces) if feed is None else feed.events()
         batch: RowBatch[WorkflowLoad] = RowBatch(bulk_id=self.bulk_id)
-        stream = _Stream(batch, sink, writer, grow_to)
+        stream = _Stream(batch, sink, landing, grow_to)
         try:
             for event in events:
                 stream.take(event, idle=feed is not None and feed.idle)
@@ -222,16 +218,16 @@ class Run:
 
 class _Stream:
     """The consumer's side of a run: pieces into batches, batches to the trackers and the
-    sink, finished workflows to the writer (their partitions are complete)."""
+    sink, finished workflows to the landing (their partitions and states are complete)."""
 
     def __init__(
         self,
         batch: RowBatch[WorkflowLoad],
         sink: Callable[[pa.Table], None],
-        writer: Writer | None,
+        landing: _Landing | None,
         grow_to: int,
     ) -> None:
-        self.batch, self.sink, self.writer = batch, sink, writer
+        self.batch, self.sink, self.landing = batch, sink, landing
         self.chunk_rows, self.grow_to = CHUNK_ROWS, grow_to
         self.loads: list[WorkflowLoad] = []
         self._finished: list[WorkflowLoad] = []
@@ -248,15 +244,15 @@ class _Stream:
     def flush(self) -> None:
         if len(self.batch):
             table, ranges = self.batch.take()
-            if self.writer is not None:  # the trackers of the workflows' states
+            if self.landing is not None:  # the trackers of the workflows' states
                 tracked = TrackedRows.of(table)
                 for load, start, stop in ranges:
                     load.observe(tracked.slice(start, stop))
             self.sink(table)
             self.chunk_rows = max(self.chunk_rows, min(2 * self.chunk_rows, self.grow_to))
         finished, self._finished = self._finished, []
-        if self.writer is not None and finished:
-            self.writer.complete({f for load in finished if (f := load.flow_id) is not None})
+        if self.landing is not None and finished:
+            self.landing.complete(finished)
 
     def _end(self, event: Finished[WorkflowLoad]) -> None:
         load = event.source
@@ -399,17 +395,57 @@ def _state_reader(writer: Writer) -> Callable[[str], tuple[WorkflowState | None,
     return lambda flow_id: read_state(location, flow_id, dataset_id)
 
 
-def _commit(writer: Writer, states: list[WorkflowState], failed: list[WorkflowLoad]) -> LoadResult:
-    """Make the load visible: the hive lake's files, then its state files; or one Delta
-    commit holding the rows and the states, without the workflows that failed."""
-    if isinstance(writer, DeltaWriter):
-        writer.discard({f for load in failed if (f := load.flow_id) is not None})
-        return writer.close({state.flow_id: state.to_json() for state in states})
-    written = writer.close()
-    if states:
-        writer.ensure_identity()
-        write_states(writer.location, states)
-    return written
+class _Landing:
+    """Where a lake load lands: the writer of its rows, and the states of its workflows
+    (the hive lake's state files, staged as each workflow completes and made visible after
+    the data; a Delta table's, in the commit of the data)."""
+
+    def __init__(self, writer: Writer, *, with_states: bool) -> None:
+        self.writer, self.with_states = writer, with_states  # a bulk says nothing of the rest
+        hive = writer if not isinstance(writer, DeltaWriter) else None
+        self._files = StateFiles(hive.location) if hive is not None and with_states else None
+
+    def complete(self, loads: list[WorkflowLoad]) -> None:
+        """Every row of these workflows is in: their partitions and states can be staged."""
+        self.writer.complete({f for load in loads if (f := load.flow_id) is not None})
+        if self._files is not None:
+            for state in filter(None, (load.next_state() for load in loads)):
+                self._files.stage(state)
+
+    def commit(self, done: list[WorkflowLoad], failed: list[WorkflowLoad]) -> LoadResult:
+        """Make the load visible: the hive lake's files, then its state files; or one Delta
+        commit holding the rows and the states, without the workflows that failed."""
+        try:
+            if isinstance(self.writer, DeltaWriter):
+                self.writer.discard({f for load in failed if (f := load.flow_id) is not None})
+                states = [s for load in done if (s := load.next_state()) is not None]
+                if not self.with_states:
+                    states = []
+                return self.writer.close({state.flow_id: state.to_json() for state in states})
+            written = self.writer.close()
+            if self._files is not None and len(self._files):
+                self.writer.ensure_identity()
+                self._files.commit()
+            return written
+        finally:
+            self._abort_states()
+
+    def keep_rows(self) -> None:
+        """A workflow failed: the hive lake keeps the rows that arrived (they are exact,
+        and none after a storage error), a Delta table gets nothing; no state is saved."""
+        self._abort_states()
+        if isinstance(self.writer, DeltaWriter):
+            self.writer.abort()
+        else:
+            self.writer.close()
+
+    def abort(self) -> None:
+        self._abort_states()
+        self.writer.abort()
+
+    def _abort_states(self) -> None:
+        if self._files is not None:
+            self._files.abort()
 
 
 def _without_repeats(previous: Page | None, page: Page) -> Columns:

@@ -7,13 +7,12 @@ atomic rename) on a local disk, a server-side copy on object stores (an object a
 whole or not at all). ``StagedFiles`` holds a load's new files that way until every one of
 them is written, then makes them visible (``commit``) or removes them (``abort``).
 
-The durability work is batched, never skipped: every file is written and fsynced (with
-``background``, on worker threads while the load goes on; else all together at the
-commit, several at a time, so the disk commits them together), then all are renamed, then
-their directories are fsynced. Each file is on disk before its name points to it. A crash
-before the commit leaves only hidden ``.*.tmp-*`` files, which no reader picks up and the
-next write of that directory removes; one during the commit leaves some files new and the
-others old, each whole.
+The durability work is batched, never skipped: all files are written, then all fsynced
+(several at a time, so the disk commits them together), then all renamed, then their
+directories fsynced. Each file is on disk before its name points to it. A crash before the
+commit leaves only hidden ``.*.tmp-*`` files, which no reader picks up and the next write of
+that directory removes; one during the commit leaves some files new and the others old,
+each whole.
 """
 
 from __future__ import annotations
@@ -21,21 +20,15 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import threading
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
 
-from .errors import StorageError
 from .storage import TMP_MARKER, Location, remove_quietly, storage_errors
 
-WRITE_THREADS = 2
-"""Files written at once with ``background`` (encoding Parquet mostly releases the GIL)."""
-MAX_PENDING_WRITES = 64
-"""Files handed to the writers and not yet written: what they hold in memory is bounded."""
 SYNC_THREADS = 8
 """fsyncs in flight at once: a journaling file system commits concurrent ones together."""
 
@@ -50,55 +43,56 @@ class StagedFiles:
     (its staged file, None if it is to be deleted, else the file itself). ``commit`` makes
     the files visible one at a time: first those marked ``loses_rows=False``, then those that
     lose rows to another file, then the deletions, so a failure or a crash part way can show
-    a moved row twice (until the next load), never lose it. With ``background``, files are
-    written (and fsynced) on worker threads; a failure is raised by the next call.
+    a moved row twice (until the next load), never lose it.
     """
 
-    def __init__(self, location: Location, *, background: bool = False) -> None:
+    def __init__(self, location: Location) -> None:
         self.location = location
         self._staged: dict[str, str] = {}  # path -> its new version, not yet visible
         self._losing: set[str] = set()
         self._deleted: set[str] = set()
-        self._pending: dict[str, Future[None]] = {}
-        self._pool = ThreadPoolExecutor(WRITE_THREADS, "eachlabs-write") if background else None
-
-        self._room = threading.Semaphore(MAX_PENDING_WRITES)
-        self._failures: list[Future[None]] = []
         token = uuid.uuid4().hex
         self._names = (f"{token}-{n}" for n in itertools.count())
 
     def __len__(self) -> int:
         return len(self._staged) + len(self._deleted)
 
-    @property
-    def durable(self) -> bool:
-        return self.location.is_local and self.location.durable
-
     def current(self, path: str) -> str | None:
-        if path in self._deleted:
-            return None
-        self._settle(path)
-        return self._staged.get(path, path)
+        return None if path in self._deleted else self._staged.get(path, path)
 
     def paths(self) -> list[str]:
         """The paths with a new version staged (deletions apart)."""
         return list(self._staged)
 
+    def temporary(self, name: str) -> str:
+        """A hidden name, unique to this load, for a new version of the file ``name``."""
+        return f".{name}{TMP_MARKER}{next(self._names)}"
+
     def write(self, path: str, write: Write, *, loses_rows: bool = False) -> None:
-        """Stage the new version of ``path``, written whole (now, or on a worker thread)."""
-        self._raise_failures()
-        self._settle(path)  # an earlier version of this path is finished before it goes
+        """Write the new version of ``path`` whole and stage it (see ``adopt``)."""
         directory, name = path.rsplit("/", 1)
-        tmp = f"{directory}/.{name}{TMP_MARKER}{next(self._names)}"
-        if self._pool is None:
-            self._write(path, tmp, write)
-        else:
-            self._room.acquire()
-            future = self._pool.submit(self._write, path, tmp, write)
-            future.add_done_callback(self._written)
-            self._pending[path] = future
+        tmp = f"{directory}/{self.temporary(name)}"
+        buffer = pa.BufferOutputStream()  # the content first, then one write of it
+        write(buffer)
+        try:
+            with storage_errors(path, "write"):
+                if self.location.is_local:
+                    os.makedirs(directory, exist_ok=True)
+                    with open(tmp, "wb") as handle:
+                        handle.write(buffer.getvalue())
+                else:
+                    with self.location.filesystem.open_output_stream(tmp) as stream:
+                        stream.write(buffer.getvalue())
+        except BaseException:
+            remove_quietly(self.location, tmp)
+            raise
+        self.adopt(path, tmp, loses_rows=loses_rows)
+
+    def adopt(self, path: str, tmp: str, *, loses_rows: bool = False) -> None:
+        """Stage ``tmp``, written whole beside ``path`` under a name from ``temporary``, as
+        the new version of ``path`` (replacing any version staged before)."""
         old = self._staged.get(path)
-        if old is not None:
+        if old is not None and old != tmp:
             remove_quietly(self.location, old)
         self._staged[path] = tmp  # a path staged again keeps its place in the order
         self._deleted.discard(path)
@@ -107,7 +101,6 @@ class StagedFiles:
 
     def delete(self, path: str) -> None:
         """Remove ``path`` at commit, after every new version is visible."""
-        self._settle(path)
         old = self._staged.pop(path, None)
         if old is not None:
             remove_quietly(self.location, old)
@@ -116,7 +109,6 @@ class StagedFiles:
 
     def commit(self, on_commit: Callable[[str], None] | None = None) -> None:
         """Make every staged file visible (one atomic step each), then the deletions."""
-        self._settle_all()
         if self.durable:  # on disk before any name points to them
             fsync_all(self._staged.values())
         order = [p for p in self._staged if p not in self._losing]
@@ -136,18 +128,19 @@ class StagedFiles:
         self._losing.clear()
         if self.durable:
             fsync_all(sorted(directories))  # the renames themselves
-        self._close_pool()
+
+    @property
+    def durable(self) -> bool:
+        """Is this a local disk whose files must survive a power loss (not scratch space)?"""
+        return self.location.is_local and self.location.durable
 
     def abort(self) -> None:
         """Remove every staged file not yet visible."""
-        with contextlib.suppress(StorageError):
-            self._settle_all()
         for tmp in self._staged.values():
             remove_quietly(self.location, tmp)
         self._staged.clear()
         self._losing.clear()
         self._deleted.clear()
-        self._close_pool()
 
     def _publish(self, path: str, tmp: str) -> None:
         with storage_errors(path, "replace"):
@@ -156,61 +149,6 @@ class StagedFiles:
             else:
                 self.location.filesystem.copy_file(tmp, path)
                 self.location.filesystem.delete_file(tmp)
-
-    def _write(self, path: str, tmp: str, write: Write) -> None:
-        """Write ``tmp`` whole, in one go (``tmp`` is removed if that fails).
-
-        The content is produced in memory first: a Parquet writer makes many small writes,
-        and each one into a Python file would take the interpreter's lock again.
-        """
-        buffer = pa.BufferOutputStream()
-        write(buffer)
-        data = buffer.getvalue()
-        try:
-            with storage_errors(path, "write"):
-                if self.location.is_local:
-                    os.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-                    with open(tmp, "wb") as handle:
-                        handle.write(data)
-                else:
-                    with self.location.filesystem.open_output_stream(tmp) as stream:
-                        stream.write(data)
-        except BaseException:
-            remove_quietly(self.location, tmp)
-            raise
-
-    def _settle(self, path: str) -> None:
-        """Wait for the write of ``path`` in progress, if any (raising its failure)."""
-        future = self._pending.pop(path, None)
-        if future is not None:
-            future.result()
-
-    def _settle_all(self) -> None:
-        """Wait for every write in progress; the first failure is raised once all ended."""
-        failure: BaseException | None = None
-        for path in list(self._pending):
-            try:
-                self._settle(path)
-            except BaseException as exc:  # kept, raised once the others have ended
-                failure = failure or exc
-        if failure is not None:
-            raise failure
-
-    def _written(self, future: Future[None]) -> None:
-        """A write ended (on its worker thread): room for the next; a failure is noted."""
-        if future.exception() is not None:
-            self._failures.append(future)
-        self._room.release()
-
-    def _raise_failures(self) -> None:
-        """A write that failed on a worker thread fails the next call at once."""
-        if self._failures:
-            self._failures[0].result()
-
-    def _close_pool(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
 
 
 def write_file_atomic(location: Location, path: str, write: Write) -> None:

@@ -182,6 +182,50 @@ def list_directories(location: Location, directory: str) -> set[str]:
     return {info.base_name for info in infos if info.type == pafs.FileType.Directory}
 
 
+MAX_FILES_PER_WRITE = 512
+"""Partitions one ``write_partitioned`` call writes at most (Arrow keeps a file open for
+each; beyond its limit it would close one and start a second file in that partition)."""
+
+
+def write_partitioned(
+    location: Location,
+    table: pa.Table,
+    keys: pa.Schema,
+    basename: str,
+    options: dict[str, Any],
+    rows_per_group: int,
+    *,
+    what: str,
+) -> list[str]:
+    """Write ``table`` as one Parquet file per distinct value of its ``keys`` columns, in
+    hive directories (``key=value/...`` under the root, values percent-encoded, a null one
+    named ``__HIVE_DEFAULT_PARTITION__``), each named ``basename`` (``{i}``: a number),
+    without the ``keys`` columns. Returns the paths written; ``what`` names them in errors.
+
+    Arrow's dataset writer writes them in its own code, without the interpreter's lock, one
+    file at a time and each in the table's row order.
+    """
+    written: list[str] = []
+    file_format = pads.ParquetFileFormat()
+    with storage_errors(what, "write"):
+        pads.write_dataset(
+            table,
+            location.root,
+            format=file_format,
+            file_options=file_format.make_write_options(**options),
+            partitioning=pads.HivePartitioning(keys),
+            basename_template=basename,
+            filesystem=location.filesystem,
+            existing_data_behavior="overwrite_or_ignore",
+            use_threads=False,  # keeps each file in the table's order
+            max_partitions=MAX_FILES_PER_WRITE,
+            max_open_files=MAX_FILES_PER_WRITE,
+            max_rows_per_group=rows_per_group,
+            file_visitor=lambda file: written.append(file.path),
+        )
+    return written
+
+
 def read_hive(
     location: Location, schema: pa.Schema, partitions: pa.Schema, filter_: Any = None
 ) -> pa.Table:

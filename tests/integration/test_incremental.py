@@ -104,7 +104,7 @@ def test_a_crash_between_data_and_state_rereads_more_never_less(api, tmp_path, m
     def crash(*args, **kw):
         raise KeyboardInterrupt("killed after the data, before the state")
 
-    monkeypatch.setattr("eachlabs_loader.run.write_states", crash)
+    monkeypatch.setattr("eachlabs_loader.incremental.StateFiles.commit", crash)
     with pytest.raises(KeyboardInterrupt):
         load_executions(slug, output=root, incremental=True, **kwargs(api))
     monkeypatch.undo()

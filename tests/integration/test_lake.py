@@ -500,6 +500,7 @@ def test_a_full_disk_is_a_storage_error_and_the_dataset_stays_as_it_was(lake_san
         load(lake_sandbox, slug, output=str(tmp_path), filesystem=full_disk(tmp_path))
     assert "executions.parquet" in info.value.path
     assert data_files(tmp_path) == before
+    assert [p for p in tmp_path.rglob("*") if ".tmp-" in p.name] == []  # nothing left behind
 
 
 def test_reading_a_missing_dataset_is_a_storage_error(tmp_path):
