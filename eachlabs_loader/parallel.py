@@ -26,7 +26,7 @@ from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .errors import describe_location
-from .pagination import ListEnd, Page, RequestPage, ScanStats, StallDetector
+from .pagination import ListEnd, Page, PageRequest, RequestPage, ScanStats, StallDetector
 from .sequential import iter_pages
 
 logger = logging.getLogger("eachlabs_loader")
@@ -128,6 +128,10 @@ class ConcurrentScan:
         workflow_id: only names the workflow in errors.
         min_round_trip_s: below this first-page round trip the scan stays sequential
             (default ``MIN_ROUND_TRIP_S``).
+        first_round: pages requested before the first answer is in. More than one saves
+            the round trip that would only tell the list is long: page 0 and the planned
+            pages after it go out together (for a list of one page, the others come back
+            empty, unused).
     """
 
     def __init__(
@@ -139,8 +143,10 @@ class ConcurrentScan:
         overlap: int | None = None,
         workflow_id: str | None = None,
         min_round_trip_s: float | None = None,
+        first_round: int = 1,
     ) -> None:
         self.request_page = request_page
+        self.first_round = max(1, min(first_round, concurrency))
         self.limit = limit
         self.concurrency = concurrency
         self._overlap = Overlap(limit, concurrency, overlap)
@@ -151,10 +157,14 @@ class ConcurrentScan:
         self.effective_concurrency = concurrency
         self.stats = ScanStats()
         self._lock = threading.Lock()
+        self._planned_pages: _PlannedPages | None = None
 
     def __iter__(self) -> Iterator[Page]:
         if self.concurrency == 1:
             yield from self._plain(0)
+            return
+        if self.first_round > 1:
+            yield from self._first_round()
             return
         first, round_trip = self._first_page()
         yield first
@@ -192,16 +202,56 @@ class ConcurrentScan:
         tail = yield from self._pooled(second)
         yield from self._sequential(tail)
 
+    def _first_round(self) -> Iterator[Page]:
+        """Page 0 with the ``first_round - 1`` planned pages after it, all sent at once; then
+        as ``__iter__``, except that an API found fast (or a list found short) leaves the
+        guessed pages unread."""
+        started = time.perf_counter()
+        request = self.request_page(0).send(early=True)
+        stride = self._overlap.stride
+        planned = self._planned_pages = _PlannedPages(
+            self._fetch, self._overlap, 0, (self.first_round - 1) * stride + 1, self.concurrency
+        )
+        try:
+            first, round_trip = self._first_answer(request, started)
+        except BaseException:
+            planned.close(wait=False)
+            raise
+        pooled = round_trip >= self.min_round_trip_s and first.total_count is not None
+        if not (pooled and self._fit_overlap(first) and not self._end.ends(first)):
+            planned.close(wait=True)  # the guess was wrong: those answers go unread
+            self._planned_pages = None
+            yield first
+            if not self._end.ends(first):
+                self.effective_concurrency = 1
+                yield from self._plain(len(first))
+            return
+        yield first
+        assert first.total_count is not None
+        planned.extend(first.total_count + 1)  # + 1: the page that shows the end, in the pool
+        tail = yield from self._planned(first, planned)
+        yield from self._sequential(tail)
+
     @property
     def overlap(self) -> int:
         """Rows the next planned page shares with its neighbour."""
         return self._overlap.rows
 
+    @property
+    def waiting(self) -> bool:
+        """Would the next page keep its consumer waiting (a planned page not in yet)? The
+        consumer can use the time (normalise what it holds)."""
+        planned = self._planned_pages
+        return planned is not None and not planned.ready
+
     def _pooled(self, prev: Page) -> Generator[Page, None, Page]:
         """The planned pages after ``prev``, if ``total_count`` plans any; returns the last."""
         if prev.total_count is None or self._end.ends(prev):
             return prev
-        return (yield from self._planned(prev, prev.total_count))
+        planned = self._planned_pages = _PlannedPages(
+            self._fetch, self._overlap, prev.offset, prev.total_count + 1, self.concurrency
+        )
+        return (yield from self._planned(prev, planned))
 
     def linked_pages(self) -> Iterator[Page]:
         """Overlapping, checked pages one at a time from offset 0, fetched only as consumed.
@@ -223,7 +273,9 @@ class ConcurrentScan:
     def _first_page(self) -> tuple[Page, float]:
         """Page 0 and its round trip in seconds (until the answer is in, before decoding)."""
         started = time.perf_counter()
-        request = self.request_page(0).send(early=True)
+        return self._first_answer(self.request_page(0).send(early=True), started)
+
+    def _first_answer(self, request: PageRequest, started: float) -> tuple[Page, float]:
         answered = request.wait()
         round_trip = time.perf_counter() - started
         first = self._count(request.result())
@@ -259,12 +311,10 @@ class ConcurrentScan:
         self._overlap.observe(page)
         return page
 
-    def _planned(self, first: Page, total: int) -> Generator[Page, None, Page]:
-        """The pages ``total_count`` announces, in parallel; returns the last page of the chain."""
+    def _planned(self, first: Page, planned: _PlannedPages) -> Generator[Page, None, Page]:
+        """The pages ``planned`` brings, in offset order, checked as a chain after ``first``;
+        returns the last page of the chain."""
         prev = first
-        planned = _PlannedPages(
-            self._fetch, self._overlap, first.offset, total, concurrency=self.concurrency
-        )
         failed = True
         try:
             while (page := planned.next_page()) is not None:
@@ -288,6 +338,7 @@ class ConcurrentScan:
             failed = False
         finally:
             planned.close(wait=not failed)
+            self._planned_pages = None
             self.stats.overlap = self._overlap.widest
         return prev
 
@@ -393,7 +444,6 @@ class _PlannedPages:
         overlap: Overlap,
         after: int,
         end: int,
-        *,
         concurrency: int,
     ) -> None:
         self._fetch, self._overlap, self._end = fetch, overlap, end
@@ -405,6 +455,18 @@ class _PlannedPages:
         self._next = after + overlap.stride
         self._queued = 0  # requests queued or in flight
         self._closed = False
+        self._refill()
+
+    @property
+    def ready(self) -> bool:
+        """Is the next page in (or are there none left)?"""
+        window = self._window
+        return not window or window[0].done()
+
+    def extend(self, end: int) -> None:
+        """Plan pages up to ``end`` (an offset) from now on."""
+        with self._lock:
+            self._end = max(self._end, end)
         self._refill()
 
     def next_page(self) -> Page | None:

@@ -138,19 +138,34 @@ class Run:
         """Scan every workflow and hand their normalised rows to ``sink``, batch by batch;
         returns the workflows' loads (each ``finished`` or ``failed``)."""
         writer = None if landing is None else landing.writer
+        single = isinstance(workflow_ids, list) and len(workflow_ids) == 1
+        # One workflow has the pool to itself: its first round of pages goes out at once.
+        first_round = self.client.settings.concurrency if single else 1
         loads = (
-            WorkflowLoad(self.client, self._query(w), self.progress, writer, plan, index=n)
+            WorkflowLoad(
+                self.client,
+                self._query(w),
+                self.progress,
+                writer,
+                plan,
+                index=n,
+                first_round=first_round,
+            )
             for n, w in enumerate(workflow_ids)
         )
-        single = isinstance(workflow_ids, list) and len(workflow_ids) == 1
-        workers = self.client.settings.concurrency
-        feed = None if single else PageFeed(loads, _pieces, workers=workers)
-        events = inline_events(next(loads), _pieces) if feed is None else feed.events()
+        feed: PageFeed[WorkflowLoad] | None = None
+        idle: Callable[[], bool]
+        if single:
+            only = next(loads)  # scanned in this thread: nothing to hand over
+            events, idle = inline_events(only, _pieces), lambda: only.waiting
+        else:
+            feed = PageFeed(loads, _pieces, workers=self.client.settings.concurrency)
+            events, idle = feed.events(), lambda: feed.idle
         batch: RowBatch[WorkflowLoad] = RowBatch(bulk_id=self.bulk_id)
         stream = _Stream(batch, sink, landing, grow_to)
         try:
             for event in events:
-                stream.take(event, idle=feed is not None and feed.idle)
+                stream.take(event, idle=idle())
             stream.flush()
         finally:
             if feed is not None:
@@ -279,16 +294,17 @@ class WorkflowLoad:
         plan: Plan | None = None,
         *,
         index: int = 0,
+        first_round: int = 1,
     ) -> None:
         self.client, self.progress, self.writer, self.index = client, progress, writer, index
         self.workflow_id, self.bulk_id = query.workflow_id, query.bulk_id
         self.tracker = StateTracker() if writer is not None else None
-        self.scan: Any = client.scan(query)
+        self.scan: Any = client.scan(query, first_round=first_round)
         if writer is not None and plan is not None and plan.incremental:
             self.scan = IncrementalScan(
                 self.scan,
                 load_state=_state_reader(writer),
-                full_scan=lambda: client.scan(query),
+                full_scan=lambda: client.scan(query, first_round=first_round),
                 lookback=plan.lookback,
                 workflow_id=self.workflow_id,
                 concurrency=client.settings.concurrency,
@@ -316,6 +332,11 @@ class WorkflowLoad:
             previous = page
             yield columns
         self.result = self._finish()
+
+    @property
+    def waiting(self) -> bool:
+        """Would this workflow's next page keep the consumer waiting?"""
+        return bool(getattr(self.scan, "waiting", False))
 
     def observe(self, rows: TrackedRows) -> None:
         if self.tracker is not None:
@@ -455,7 +476,7 @@ def _without_repeats(previous: Page | None, page: Page) -> Columns:
     saves normalising them twice. A repeated execution that changed in between is kept:
     the newest ``updated_at`` wins later, as for any duplicate.
     """
-    if previous is None:
+    if previous is None or set(previous.ids).isdisjoint(page.ids):
         return page.columns
     seen = {execution_id: i for i, execution_id in enumerate(previous.ids)}
     names = [n for n in page.columns if n in previous.columns]
