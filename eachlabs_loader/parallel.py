@@ -26,7 +26,7 @@ from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .errors import describe_location
-from .pagination import ListEnd, Page, PageRequest, RequestPage, ScanStats, StallDetector
+from .pagination import ListEnd, Page, RequestPage, ScanStats, StallDetector
 from .sequential import iter_pages
 
 logger = logging.getLogger("eachlabs_loader")
@@ -128,10 +128,6 @@ class ConcurrentScan:
         workflow_id: only names the workflow in errors.
         min_round_trip_s: below this first-page round trip the scan stays sequential
             (default ``MIN_ROUND_TRIP_S``).
-        first_round: pages requested before the first answer is in. More than one saves
-            the round trip that would only tell the list is long: page 0 and the planned
-            pages after it go out together (for a list of one page, the others come back
-            empty, unused).
     """
 
     def __init__(
@@ -143,10 +139,8 @@ class ConcurrentScan:
         overlap: int | None = None,
         workflow_id: str | None = None,
         min_round_trip_s: float | None = None,
-        first_round: int = 1,
     ) -> None:
         self.request_page = request_page
-        self.first_round = max(1, min(first_round, concurrency))
         self.limit = limit
         self.concurrency = concurrency
         self._overlap = Overlap(limit, concurrency, overlap)
@@ -162,9 +156,6 @@ class ConcurrentScan:
     def __iter__(self) -> Iterator[Page]:
         if self.concurrency == 1:
             yield from self._plain(0)
-            return
-        if self.first_round > 1:
-            yield from self._first_round()
             return
         first, round_trip = self._first_page()
         yield first
@@ -200,36 +191,6 @@ class ConcurrentScan:
             yield from self._plain(second.offset + len(second))
             return
         tail = yield from self._pooled(second)
-        yield from self._sequential(tail)
-
-    def _first_round(self) -> Iterator[Page]:
-        """Page 0 with the ``first_round - 1`` planned pages after it, all sent at once; then
-        as ``__iter__``, except that an API found fast (or a list found short) leaves the
-        guessed pages unread."""
-        started = time.perf_counter()
-        request = self.request_page(0).send(early=True)
-        stride = self._overlap.stride
-        planned = self._planned_pages = _PlannedPages(
-            self._fetch, self._overlap, 0, (self.first_round - 1) * stride + 1, self.concurrency
-        )
-        try:
-            first, round_trip = self._first_answer(request, started)
-        except BaseException:
-            planned.close(wait=False)
-            raise
-        pooled = round_trip >= self.min_round_trip_s and first.total_count is not None
-        if not (pooled and self._fit_overlap(first) and not self._end.ends(first)):
-            planned.close(wait=True)  # the guess was wrong: those answers go unread
-            self._planned_pages = None
-            yield first
-            if not self._end.ends(first):
-                self.effective_concurrency = 1
-                yield from self._plain(len(first))
-            return
-        yield first
-        assert first.total_count is not None
-        planned.extend(first.total_count + 1)  # + 1: the page that shows the end, in the pool
-        tail = yield from self._planned(first, planned)
         yield from self._sequential(tail)
 
     @property
@@ -273,9 +234,7 @@ class ConcurrentScan:
     def _first_page(self) -> tuple[Page, float]:
         """Page 0 and its round trip in seconds (until the answer is in, before decoding)."""
         started = time.perf_counter()
-        return self._first_answer(self.request_page(0).send(early=True), started)
-
-    def _first_answer(self, request: PageRequest, started: float) -> tuple[Page, float]:
+        request = self.request_page(0).send(early=True)
         answered = request.wait()
         round_trip = time.perf_counter() - started
         first = self._count(request.result())

@@ -139,18 +139,8 @@ class Run:
         returns the workflows' loads (each ``finished`` or ``failed``)."""
         writer = None if landing is None else landing.writer
         single = isinstance(workflow_ids, list) and len(workflow_ids) == 1
-        # One workflow has the pool to itself: its first round of pages goes out at once.
-        first_round = self.client.settings.concurrency if single else 1
         loads = (
-            WorkflowLoad(
-                self.client,
-                self._query(w),
-                self.progress,
-                writer,
-                plan,
-                index=n,
-                first_round=first_round,
-            )
+            WorkflowLoad(self.client, self._query(w), self.progress, writer, plan, index=n)
             for n, w in enumerate(workflow_ids)
         )
         feed: PageFeed[WorkflowLoad] | None = None
@@ -294,17 +284,16 @@ class WorkflowLoad:
         plan: Plan | None = None,
         *,
         index: int = 0,
-        first_round: int = 1,
     ) -> None:
         self.client, self.progress, self.writer, self.index = client, progress, writer, index
         self.workflow_id, self.bulk_id = query.workflow_id, query.bulk_id
         self.tracker = StateTracker() if writer is not None else None
-        self.scan: Any = client.scan(query, first_round=first_round)
+        self.scan: Any = client.scan(query)
         if writer is not None and plan is not None and plan.incremental:
             self.scan = IncrementalScan(
                 self.scan,
                 load_state=_state_reader(writer),
-                full_scan=lambda: client.scan(query, first_round=first_round),
+                full_scan=lambda: client.scan(query),
                 lookback=plan.lookback,
                 workflow_id=self.workflow_id,
                 concurrency=client.settings.concurrency,

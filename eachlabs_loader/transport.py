@@ -181,14 +181,12 @@ class EachlabsClient:
         *,
         page_size: int | None = None,
         concurrency: int | None = None,
-        first_round: int = 1,
     ) -> ConcurrentScan:
         """Every page of a listing, ``concurrency`` at a time, as a verified chain.
 
         ``workflow`` is an id or slug (checked here) or a ``ListQuery`` (checked already).
         Iterate the scan for the pages; its ``stats`` say what was re-fetched.
-        ``concurrency=1`` (or ``settings.concurrency`` of 1) is the sequential scan;
-        ``first_round``: pages requested before the first answer (see ``ConcurrentScan``).
+        ``concurrency=1`` (or ``settings.concurrency`` of 1) is the sequential scan.
         """
         query = (
             workflow
@@ -200,7 +198,6 @@ class EachlabsClient:
             limit=query.limit,
             concurrency=self.settings.concurrency if concurrency is None else concurrency,
             workflow_id=query.workflow_id,
-            first_round=first_round,
         )
 
     def request(
