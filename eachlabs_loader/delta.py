@@ -41,6 +41,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -77,6 +78,9 @@ if TYPE_CHECKING:
     from deltalake import DeltaTable
 
 logger = logging.getLogger("eachlabs_loader")
+
+COPY_THREADS = 8
+"""Staged files copied into the table at once (file I/O: the interpreter's lock is free)."""
 
 STATES_KEY = "eachlabs.states"
 """Commit metadata key: ``{flow_id: state JSON}`` for the workflows the commit loaded."""
@@ -432,10 +436,11 @@ class DeltaWriter:
         a concurrent commit of the same workflow conflicts (Delta's protocol checks it)."""
         module = deltalake()
         scratch, location = self._staging.location, resolve_location(self.target.uri)
-        for path in files:
-            if path not in copies:
-                copies[path] = _copied(scratch, path, location)
-                logger.debug("copied %s into %s", copies[path].path, self.target.uri)
+        missing = [path for path in files if path not in copies]
+        with ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="eachlabs-copy") as pool:
+            copied = pool.map(lambda path: _copied(scratch, path, location), missing)
+            copies.update(zip(missing, copied, strict=True))
+        logger.debug("copied %d staged files into %s", len(missing), self.target.uri)
         workflows = {_workflow_dir(scratch.root, f) for f in files}
         properties = module.CommitProperties(
             custom_metadata={STATES_KEY: json.dumps(states, sort_keys=True)},

@@ -39,7 +39,7 @@ WARM_UP_FACTOR = 4
 warm-up (a connection, lazy imports) cost; a faster one is timed again on the second page."""
 MIN_CHECKED_PAGE = 10
 """Smaller pages cannot share rows with their neighbours and still advance: paged plainly."""
-PREFETCH_PAGES = 64
+PREFETCH_PAGES = 256
 """Pages fetched ahead of the consumer, so normalising a chunk does not stall the pool."""
 MOVEMENT_MARGIN = 2
 """Planned neighbours share this many times the rows the list moves between two answers

@@ -274,20 +274,30 @@ class CopiedFile:
 
 def copy_file(source: Location, path: str, target: Location, destination: str) -> CopiedFile:
     """Copy a Parquet file as it is (no reader sees ``destination`` until a commit names
-    it, so no temporary name)."""
+    it, so no temporary name): a hard link where both are on one local disk."""
     with storage_errors(destination, "write"):
         parent = destination.rsplit("/", 1)[0]
         target.filesystem.create_dir(parent, recursive=True)
-        pafs.copy_files(
-            path,
-            destination,
-            source_filesystem=source.filesystem,
-            destination_filesystem=target.filesystem,
-        )
+        if not (source.is_local and target.is_local and _hard_link(path, destination)):
+            pafs.copy_files(
+                path,
+                destination,
+                source_filesystem=source.filesystem,
+                destination_filesystem=target.filesystem,
+            )
         size = target.filesystem.get_file_info(destination).size
     with storage_errors(path, "read the footer of"), source.filesystem.open_input_file(path) as f:
         footer = pq.read_metadata(f)
     return CopiedFile(int(size), int(footer.num_rows), _null_counts(footer))
+
+
+def _hard_link(path: str, destination: str) -> bool:
+    """Link ``destination`` to ``path``'s data; False where that cannot be (two disks)."""
+    try:
+        os.link(path, destination)
+    except OSError:
+        return False
+    return True
 
 
 def _null_counts(footer: pq.FileMetaData) -> dict[str, int]:
