@@ -1,5 +1,5 @@
-"""The front door: ``load_executions`` resolves settings once, pages, normalises, and either
-returns a DataFrame or streams into the Parquet lake.
+"""The front door: ``load_executions`` checks its inputs and resolves settings once, then
+hands the load to a ``run.Run``: a DataFrame back, or a lake or Delta table written.
 
 Nothing imports it but the package root and the CLI.
 """

@@ -40,7 +40,9 @@ warm-up (a connection, lazy imports) cost; a faster one is timed again on the se
 MIN_CHECKED_PAGE = 10
 """Smaller pages cannot share rows with their neighbours and still advance: paged plainly."""
 PREFETCH_PAGES = 256
-"""Pages fetched ahead of the consumer, so normalising a chunk does not stall the pool."""
+"""Pages fetched ahead of the consumer, so neither normalising a batch nor a late answer
+(the consumer takes pages in order) stalls the pool: at 20 ms per answer and 8 in flight, an
+answer 200 ms late has about 70 pages come in behind it."""
 MOVEMENT_MARGIN = 2
 """Planned neighbours share this many times the rows the list moves between two answers
 (plus one): tuned on the benchmark's inserts scenario, where 1 cost repairs and 4 cost

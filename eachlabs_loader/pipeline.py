@@ -133,19 +133,23 @@ class PageFeed(Generic[S]):
                 self._cond.notify_all()
 
     def _run(self, source: S) -> None:
-        error: EachlabsError | None = None
+        event: Finished[S] | None = None
         try:
             for columns in self._scan(source):
                 self._put(Piece(source, columns))
+            event = Finished(source)
         except _ClosedError:
             pass
         except EachlabsError as exc:
-            error = exc
+            event = Finished(source, exc)
+        except BaseException as exc:  # not a failure of the API or the output: ours, fatal
+            with self._cond:
+                self._failure = self._failure or exc
         finally:
             with self._cond:
                 self._running -= 1
-                if not self._closed:
-                    self._queue.append(Finished(source, error))
+                if event is not None and not self._closed:
+                    self._queue.append(event)
                 self._cond.notify_all()
 
     def _put(self, event: Event[S]) -> None:

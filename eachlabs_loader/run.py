@@ -50,8 +50,9 @@ MAX_FRAME_CHUNK_ROWS = 80_000
 normalised while later pages load, and a big load pays each batch's fixed cost (a few ms
 of Arrow calls) a few times only (BENCHMARKS.md, scenario cpu)."""
 MIN_IDLE_ROWS = 1_000
-"""With several workflows, rows are normalised as soon as this many wait and no page does:
-the consumer would otherwise sit idle, and the lake can write the finished workflows."""
+"""Rows are normalised as soon as this many wait and the next page is not in yet (of any
+workflow, or of a concurrent scan): the consumer would otherwise sit idle, the lake can write
+the workflows that have finished, and little is left to do after the last answer."""
 
 OnError = Literal["raise", "skip"]
 _WRITE_COUNTS = (

@@ -27,7 +27,9 @@ from eachlabs_loader import (
     write_executions,
 )
 from eachlabs_loader.lake import NULL_PARTITION, LakeWriter
-from eachlabs_loader.schema import arrow_schema, arrow_to_frame
+from eachlabs_loader.pagination import columns_from_rows
+from eachlabs_loader.partitions import split_partitions, write_partitions
+from eachlabs_loader.schema import arrow_schema, arrow_to_frame, normalize_table
 from eachlabs_loader.storage import resolve_location
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -612,3 +614,48 @@ def test_a_hand_made_frame_with_non_string_column_names_keeps_those_columns(tmp_
     frame = pd.DataFrame({"execution_id": ["a"], 7: ["seven"]})
     write_executions(frame, tmp_path)
     assert read_executions(tmp_path)["7"].tolist() == ["seven"]
+
+
+def rows_of(rows):
+    return normalize_table(columns_from_rows(rows))
+
+
+def test_partitions_completed_together_are_written_in_one_step_one_file_each(tmp_path):
+    rows = rows_of(
+        [
+            {
+                "execution_id": f"e{n}",
+                "flow_id": f"w {n % 3}/x",
+                "created_at": f"2025-01-0{1 + n % 2}",
+            }
+            for n in range(12)
+        ]
+    )
+    tables = dict(split_partitions(rows))
+    files = write_partitions(resolve_location(tmp_path), tables, ".executions.parquet.tmp-t-{i}")
+    assert len(files) == len(tables) == 6
+    for final, written in files.items():
+        assert final.endswith("/executions.parquet") and "/." in written
+        assert os.path.dirname(final) == os.path.dirname(written)
+        assert "workflow_id=w%20" in final  # the flow id, percent-encoded as partition_value
+    back = {pq.read_table(p)["execution_id"].to_pylist()[0][0] for p in files.values()}
+    assert back == {"e"}
+    assert sum(pq.read_metadata(p).num_rows for p in files.values()) == 12
+
+
+def test_a_failed_write_of_many_partitions_leaves_no_file_behind(tmp_path):
+    rows = rows_of(
+        [
+            {"execution_id": f"e{n}", "flow_id": f"w{n}", "created_at": "2025-01-01"}
+            for n in range(5)
+        ]
+    )
+    tables = dict(split_partitions(rows))
+    with pytest.raises(StorageError, match="No space left on device") as info:
+        write_partitions(
+            resolve_location(str(tmp_path), full_disk(tmp_path)),
+            tables,
+            ".executions.parquet.tmp-t-{i}",
+        )
+    assert "5 partition files" in str(info.value)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
