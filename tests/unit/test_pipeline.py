@@ -85,9 +85,10 @@ def test_scans_start_while_the_listing_is_still_going():
 
 
 def test_closing_early_stops_scans_blocked_on_a_full_queue():
-    stopped = []
+    started, stopped = [], []
 
     def endless(source):
+        started.append(source)
         try:
             n = 0
             while True:
@@ -98,11 +99,12 @@ def test_closing_early_stops_scans_blocked_on_a_full_queue():
 
     feed = PageFeed(iter("xy"), endless, workers=2, max_queued=4)
     events = feed.events()
-    assert isinstance(next(events), Piece)
-    started = time.monotonic()
+    while {e.source for e in [next(events)]} != {"y"}:
+        pass  # until both scans run (and wait on the full queue)
+    closing = time.monotonic()
     feed.close()
-    assert time.monotonic() - started < 5
-    assert sorted(stopped) == ["x", "y"]
+    assert time.monotonic() - closing < 5
+    assert sorted(stopped) == sorted(started) == ["x", "y"]
 
 
 def test_the_queue_bounds_what_scans_run_ahead():
