@@ -334,6 +334,8 @@ class StateTracker:
 
 _NEVER = int(np.iinfo(np.int64).min)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_FIRST_MICROS = (datetime.min.replace(tzinfo=timezone.utc) - _EPOCH) // timedelta(microseconds=1)
+_LAST_MICROS = (datetime.max.replace(tzinfo=timezone.utc) - _EPOCH) // timedelta(microseconds=1)
 
 
 def _micros(timestamps: Any) -> np.ndarray:
@@ -342,7 +344,8 @@ def _micros(timestamps: Any) -> np.ndarray:
 
 
 def _instant_of(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
+    """The UTC instant (clamped to what ``datetime`` holds: a year-0 ``created_at`` parses)."""
+    return _EPOCH + timedelta(microseconds=min(max(micros, _FIRST_MICROS), _LAST_MICROS))
 
 
 @dataclass

@@ -39,10 +39,11 @@ WARM_UP_FACTOR = 4
 warm-up (a connection, lazy imports) cost; a faster one is timed again on the second page."""
 MIN_CHECKED_PAGE = 10
 """Smaller pages cannot share rows with their neighbours and still advance: paged plainly."""
-PREFETCH_PAGES = 256
-"""Pages fetched ahead of the consumer, so neither normalising a batch nor a late answer
-(the consumer takes pages in order) stalls the pool: at 20 ms per answer and 8 in flight, an
-answer 200 ms late has about 70 pages come in behind it."""
+PREFETCH_PAGES = 64
+"""Pages fetched ahead of the consumer, so normalising a batch does not stall the pool. Not
+more: while the consumer re-reads a hole (sequentially, competing for the same slots), the
+pool would run ever further ahead of a list that keeps moving (256 made the inserts
+scenario take twice the requests and five times as long; BENCHMARKS.md)."""
 MOVEMENT_MARGIN = 2
 """Planned neighbours share this many times the rows the list moves between two answers
 (plus one): tuned on the benchmark's inserts scenario, where 1 cost repairs and 4 cost

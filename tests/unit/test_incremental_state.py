@@ -264,3 +264,30 @@ def test_pages_to_read_counts_new_rows_and_the_depth_of_the_oldest_open_one():
     assert known.pages_to_read(1_120, 100) == 5  # ceil((120 + 250) / 100) + 1
     assert known.pages_to_read(900, 100) == 4  # rows deleted: no new ones
     assert known.pages_to_read(None, 100) is None
+
+
+def test_tracker_survives_timestamps_at_the_edges_of_what_parses():
+    tracker = StateTracker()
+    tracker.observe(
+        rows_of(
+            [
+                {
+                    "execution_id": "old",
+                    "flow_id": "flow",
+                    "status": "running",
+                    "created_at": "0000-01-01T00:00:00Z",
+                    "updated_at": "0000-01-01T00:00:00Z",
+                },
+                {
+                    "execution_id": "far",
+                    "flow_id": "flow",
+                    "status": "completed",
+                    "created_at": "9999-12-31T23:59:59Z",
+                    "updated_at": "9999-12-31T23:59:59Z",
+                },
+            ]
+        )
+    )
+    saved = tracker.state("ds", None, mode="full", rows_fetched=2, requests=1)
+    assert saved.high_water_mark <= datetime.now(timezone.utc)  # capped at our clock
+    assert saved.open_executions["old"].year == 1
