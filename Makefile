@@ -54,6 +54,8 @@ $(VENV22)/.installed: pyproject.toml
 # their own venv, with dlt installed as the peer to compare with.
 bench: $(VENVBENCH)/.installed
 	$(VENVBENCH)/bin/python benchmarks/peers.py --scenarios cpu latency inserts cpu-mixed
+	$(VENVBENCH)/bin/python benchmarks/peers.py --scenarios org org-lake long-tail lake-100k lake-1m
+	$(VENVBENCH)/bin/python benchmarks/floor.py --repeat 5
 	$(VENVBENCH)/bin/python benchmarks/lake_memory.py --rows 100000 1000000
 	$(VENVBENCH)/bin/python benchmarks/delta.py --rows 100000 1000000
 
