@@ -35,6 +35,7 @@ from .partitions import partition_value
 from .schema import parse_timestamps
 from .staging import StagedFiles
 from .storage import Location, read_bytes, remove_stale_temporaries
+from .timestamps import MISSING_MICROS, micros
 
 logger = logging.getLogger("eachlabs_loader")
 
@@ -224,7 +225,7 @@ class TrackedRows:
 
     ids: pa.Array
     flows: pa.Array
-    created: np.ndarray  # microseconds, _NEVER where missing
+    created: np.ndarray  # microseconds, MISSING_MICROS where missing
     updated: np.ndarray
     finished: np.ndarray  # a terminal status
 
@@ -235,8 +236,8 @@ class TrackedRows:
         return cls(
             ids=table["execution_id"].combine_chunks(),
             flows=table["flow_id"].combine_chunks(),
-            created=_micros(table["created_at"]),
-            updated=_micros(table["updated_at"]),
+            created=micros(table["created_at"]).to_numpy(),
+            updated=micros(table["updated_at"]).to_numpy(),
             finished=pc.fill_null(terminal, False).to_numpy(zero_copy_only=False),
         )
 
@@ -258,7 +259,7 @@ class StateTracker:
 
     Over-tracking is safe (the next run reads a little deeper), under-tracking is not: a
     row seen open stays open unless a finished copy with a later-or-equal ``updated_at``
-    arrives. Timestamps are kept as microseconds (``_NEVER`` for a missing one, which is
+    arrives. Timestamps are kept as microseconds (``MISSING_MICROS`` for a missing one, which is
     older than any other).
     """
 
@@ -277,7 +278,9 @@ class StateTracker:
         if self.flow_id is None:
             self.flow_id = next((f for f in pc.drop_null(rows.flows).to_pylist() if f), None)
         newest = int(rows.created.max())
-        if newest != _NEVER and (self.high_water_mark is None or newest > self.high_water_mark):
+        if newest != MISSING_MICROS and (
+            self.high_water_mark is None or newest > self.high_water_mark
+        ):
             self.high_water_mark = newest
         finished, created, updated = rows.finished, rows.created, rows.updated
         if self.open and finished.any():
@@ -321,7 +324,8 @@ class StateTracker:
             dataset_id=dataset_id,
             high_water_mark=min(max(marks), now) if marks else None,
             open_executions={
-                k: None if c == _NEVER else _instant_of(c) for k, (c, _, _) in self.open.items()
+                k: None if c == MISSING_MICROS else _instant_of(c)
+                for k, (c, _, _) in self.open.items()
             },
             last_run_at=now,
             last_run_mode=mode,
@@ -332,15 +336,9 @@ class StateTracker:
         )
 
 
-_NEVER = int(np.iinfo(np.int64).min)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _FIRST_MICROS = (datetime.min.replace(tzinfo=timezone.utc) - _EPOCH) // timedelta(microseconds=1)
 _LAST_MICROS = (datetime.max.replace(tzinfo=timezone.utc) - _EPOCH) // timedelta(microseconds=1)
-
-
-def _micros(timestamps: Any) -> np.ndarray:
-    result: np.ndarray = pc.fill_null(timestamps.cast(pa.int64()), _NEVER).to_numpy()
-    return result
 
 
 def _instant_of(micros: int) -> datetime:
@@ -390,6 +388,11 @@ class IncrementalScan:
     @property
     def effective_concurrency(self) -> int:
         return self._scan.effective_concurrency  # type: ignore[no-any-return]
+
+    @property
+    def waiting(self) -> bool:
+        """Would the next page keep the consumer waiting (see ``ConcurrentScan``)?"""
+        return bool(getattr(self._scan, "waiting", False))
 
     def __iter__(self) -> Iterator[Page]:
         pages = self.head.linked_pages()

@@ -283,7 +283,8 @@ class LakeWriter:
         self._note_stored(key, new)
         if inserted == 0 and updated == 0:
             return
-        self._merged[key] = (merged, False)
+        loses_rows = key in self._merged and self._merged[key][1]  # a mark once set stays
+        self._merged[key] = (merged, loses_rows)
         logger.debug(
             "staged %s: %d rows (%d new, %d updated)", key, merged.num_rows, inserted, updated
         )

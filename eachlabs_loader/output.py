@@ -3,6 +3,7 @@
 ``table_format`` picks one; both hold the same rows under the same rules (one row per
 ``execution_id``, the newest ``updated_at`` wins, partitions by workflow and UTC date) and
 return the same ``LoadResult``. Each refuses the other's directory, before any request.
+``Landing`` is how a load's rows and its workflows' states land in either.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pandas as pd
 from .dataset import is_delta_table
 from .delta import DeltaTarget, DeltaWriter, read_table, write_table
 from .errors import InvalidRequestError
+from .incremental import StateFiles, WorkflowState
 from .lake import LakeWriter, read_lake, write_lake
 from .result import LoadResult
 from .schema import conform_frame
@@ -102,3 +104,60 @@ def read_executions(
     if version is not None:
         raise InvalidRequestError("version= reads a Delta table; this is a hive lake")
     return read_lake(output, filesystem=filesystem, workflow_id=workflow_id)
+
+
+class Landing:
+    """Where a lake load lands: the writer of its rows, and the states of its workflows
+    (the hive lake's state files, staged as each workflow completes and made visible after
+    the data; a Delta table's, in the commit of the data). ``with_states=False`` (a bulk's
+    rows say nothing of the rest of a workflow) saves none."""
+
+    def __init__(self, writer: Writer, *, with_states: bool) -> None:
+        self.writer, self.with_states = writer, with_states
+        hive = writer if not isinstance(writer, DeltaWriter) else None
+        self._files = StateFiles(hive.location) if hive is not None and with_states else None
+        self._states: dict[str, str] = {}  # a Delta table's, for its commit
+
+    def complete(self, flow_ids: set[str], states: list[WorkflowState]) -> None:
+        """Every row of these workflows is in: their partitions and states can be staged."""
+        self.writer.complete(flow_ids)
+        if not self.with_states:
+            return
+        for state in states:
+            if self._files is not None:
+                self._files.stage(state)
+            else:
+                self._states[state.flow_id] = state.to_json()
+
+    def commit(self, failed: set[str]) -> LoadResult:
+        """Make the load visible: the hive lake's files, then its state files; or one Delta
+        commit holding the rows and the states, without the workflows that failed."""
+        try:
+            if isinstance(self.writer, DeltaWriter):
+                self.writer.discard(failed)
+                return self.writer.close(self._states)
+            written = self.writer.close()
+            if self._files is not None and len(self._files):
+                self.writer.ensure_identity()
+                self._files.commit()
+            return written
+        finally:
+            self._abort_states()
+
+    def keep_rows(self) -> None:
+        """A workflow failed: the hive lake keeps the rows that arrived (they are exact,
+        and none after a storage error), a Delta table gets nothing; no state is saved."""
+        self._abort_states()
+        if isinstance(self.writer, DeltaWriter):
+            self.writer.abort()
+        else:
+            self.writer.close()
+
+    def abort(self) -> None:
+        """Nothing lands: every file stays as it was."""
+        self._abort_states()
+        self.writer.abort()
+
+    def _abort_states(self) -> None:
+        if self._files is not None:
+            self._files.abort()

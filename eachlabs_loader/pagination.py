@@ -117,6 +117,33 @@ class ColumnBuffer:
         return self.size
 
 
+def drop_repeated_rows(previous: Page | None, page: Page) -> dict[str, list[Any]]:
+    """``page``'s columns minus rows identical to the same execution in ``previous``.
+
+    Neighbouring pages of a checked scan overlap on purpose (see ``parallel``); dropping
+    the repeats saves normalising them twice. A repeated execution that changed in between is kept:
+    the newest ``updated_at`` wins later, as for any duplicate.
+    """
+    if previous is None or set(previous.ids).isdisjoint(page.ids):
+        return page.columns
+    seen = {execution_id: i for i, execution_id in enumerate(previous.ids)}
+    names = [n for n in page.columns if n in previous.columns]
+    repeats = [
+        j
+        for j, execution_id in enumerate(page.ids)
+        if execution_id in seen
+        and len(names) == len(page.columns)
+        and all(previous.columns[n][seen[execution_id]] == page.columns[n][j] for n in names)
+    ]
+    if not repeats:
+        return page.columns
+    if repeats == list(range(len(repeats))):  # the usual case: the first rows of the page
+        return {name: values[len(repeats) :] for name, values in page.columns.items()}
+    drop = set(repeats)
+    keep = [j for j in range(len(page)) if j not in drop]
+    return {name: [values[j] for j in keep] for name, values in page.columns.items()}
+
+
 def next_offset(offset_sent: int, rows_received: int) -> int:
     """Where the next page starts: trust what arrived, not what the response claims."""
     return offset_sent + rows_received

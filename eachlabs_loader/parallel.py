@@ -425,12 +425,6 @@ class _PlannedPages:
         window = self._window
         return not window or window[0].done()
 
-    def extend(self, end: int) -> None:
-        """Plan pages up to ``end`` (an offset) from now on."""
-        with self._lock:
-            self._end = max(self._end, end)
-        self._refill()
-
     def next_page(self) -> Page | None:
         """The next planned page (raising what its request raised); None after the last."""
         with self._lock:

@@ -18,7 +18,8 @@ import pyarrow.compute as pc
 
 from .errors import StorageError
 from .schema import ARROW_STRING, latest_rows, sort_executions, unique_executions
-from .storage import Location, remove_quietly, write_partitioned
+from .storage import MAX_FILES_PER_WRITE, Location, remove_quietly, write_partitioned
+from .timestamps import MISSING_MICROS, micros
 
 DATA_FILE = "executions.parquet"
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
@@ -76,8 +77,8 @@ def _partition_workflows(flow_ids: Any) -> tuple[list[str], np.ndarray]:
 
 def _partition_days(when: Any) -> tuple[list[str], np.ndarray]:
     """The ``YYYY-MM-DD`` of the distinct UTC days, and each row's index into them."""
-    micros = pc.fill_null(when.cast(pa.int64()), _NO_DAY).to_numpy()
-    days = np.where(micros == _NO_DAY, _NO_DAY, np.floor_divide(micros, _MICROS_PER_DAY))
+    instants = micros(when).to_numpy()
+    days = np.where(instants == _NO_DAY, _NO_DAY, np.floor_divide(instants, _MICROS_PER_DAY))
     distinct, day_of_row = np.unique(days, return_inverse=True)
     names = [NULL_PARTITION if d == _NO_DAY else _day_name(d) for d in distinct.tolist()]
     return names, day_of_row
@@ -87,7 +88,7 @@ def _day_name(day: int) -> str:
     return str(np.datetime64(day, "D"))
 
 
-_NO_DAY = int(np.iinfo(np.int64).min)
+_NO_DAY = MISSING_MICROS
 _MICROS_PER_DAY = 86_400_000_000
 
 
@@ -104,9 +105,25 @@ def write_partitions(
     location: Location, tables: dict[PartitionKey, pa.Table], basename: str
 ) -> dict[str, str]:
     """Write each partition's rows as one new file named ``basename`` (``{i}`` in it is
-    numbered) in its directory; returns each partition's file path -> the path written."""
-    if not tables:
-        return {}
+    numbered) in its directory; returns each partition's file path -> the path written. If
+    anything fails, the files written so far are removed."""
+    files: dict[str, str] = {}
+    keys = list(tables)
+    try:
+        for start in range(0, len(keys), MAX_FILES_PER_WRITE):
+            chunk = {key: tables[key] for key in keys[start : start + MAX_FILES_PER_WRITE]}
+            files.update(_write_chunk(location, chunk, basename))
+    except BaseException:  # Arrow numbers the files of each directory from 0
+        for key in keys:
+            directory = partition_dir(location, key)
+            remove_quietly(location, f"{directory}/{basename.format(i=0)}")
+        raise
+    return files
+
+
+def _write_chunk(
+    location: Location, tables: dict[PartitionKey, pa.Table], basename: str
+) -> dict[str, str]:
     rows = pa.concat_tables(tables.values())
     sizes = [t.num_rows for t in tables.values()]
     for name, names in zip(PARTITION_KEYS.names, zip(*tables, strict=True), strict=True):
@@ -118,17 +135,13 @@ def write_partitions(
         rows = rows.append_column(pa.field(name, ARROW_STRING), pa.concat_arrays(column))
     paths = [partition_file(location, key) for key in tables]
     what = paths[0] if len(paths) == 1 else f"{len(paths)} partition files ({paths[0]}, ...)"
-    try:
-        written = write_partitioned(
-            location, rows, PARTITION_KEYS, basename, WRITE_OPTIONS, ROWS_PER_GROUP, what=what
-        )
-    except StorageError:  # the files written so far go too (Arrow numbers them from 0)
-        for path in paths:
-            remove_quietly(location, f"{path.rsplit('/', 1)[0]}/{basename.format(i=0)}")
-        raise
+    written = write_partitioned(
+        location, rows, PARTITION_KEYS, basename, WRITE_OPTIONS, ROWS_PER_GROUP, what=what
+    )
     files = {f"{path.rsplit('/', 1)[0]}/{DATA_FILE}": path for path in written}
     if set(files) != set(paths) or len(written) != len(paths):
-        # One file in each partition's directory, or the layout would break: nothing staged.
+        for path in written:  # not one file in each partition's directory: none staged
+            remove_quietly(location, path)
         raise StorageError(
             f"{location.uri}: the files written ({sorted(written)}) are not one per partition",
             path=location.uri,

@@ -7,8 +7,8 @@ together, so a small workflow costs about its requests, not a normalisation and 
 of its own. A load of one workflow runs its scan in the consumer's thread instead (no
 queue, no hand-off: at 0 ms latency the interpreter, not the network, is the limit).
 
-Generic over the source of the rows (the loader's per-workflow ``_Load``); knows nothing of
-HTTP or files.
+Generic over the source of the rows (``run.WorkflowLoad``, one per workflow); knows nothing
+of HTTP or files.
 """
 
 from __future__ import annotations

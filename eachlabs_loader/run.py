@@ -26,15 +26,14 @@ from .errors import EachlabsError
 from .incremental import (
     DEFAULT_LOOKBACK,
     IncrementalScan,
-    StateFiles,
     StateTracker,
     TrackedRows,
     WorkflowState,
     parse_state,
     read_state,
 )
-from .output import Writer
-from .pagination import Page
+from .output import Landing, Writer
+from .pagination import Page, drop_repeated_rows
 from .pipeline import Columns, Event, Finished, PageFeed, Piece, RowBatch, inline_events
 from .progress import Progress
 from .result import LoadResult
@@ -55,6 +54,10 @@ workflow, or of a concurrent scan): the consumer would otherwise sit idle, the l
 the workflows that have finished, and little is left to do after the last answer."""
 
 OnError = Literal["raise", "skip"]
+Ranges = list[tuple["WorkflowLoad", int, int]]
+"""Which rows of a batch are whose: ``(load, start, stop)``."""
+Sink = Callable[[pa.Table, Ranges], None]
+"""Where a normalised batch goes (the DataFrame's parts, or the lake's writer)."""
 _WRITE_COUNTS = (
     "output",
     "rows_written",
@@ -92,10 +95,16 @@ class Run:
         self._requests, self._retries = client.stats.requests, client.stats.retries
 
     def to_frame(self, workflow_ids: Iterable[str]) -> pd.DataFrame:
-        """Every execution of the workflows, one row each, in one DataFrame."""
-        tables: list[pa.Table] = []
-        loads = self._stream(workflow_ids, tables.append, grow_to=MAX_FRAME_CHUNK_ROWS)
+        """Every execution of the workflows, one row each, in one DataFrame (without the
+        rows of a workflow that failed, with ``on_error="skip"``)."""
+        batches: list[tuple[pa.Table, Ranges]] = []
+
+        def keep(table: pa.Table, ranges: Ranges) -> None:
+            batches.append((table, ranges))
+
+        loads = self._stream(workflow_ids, keep, grow_to=MAX_FRAME_CHUNK_ROWS)
         done, failed = self._outcomes(loads)
+        tables = [_without(table, ranges, failed.values()) for table, ranges in batches]
         if tables:
             table = pa.concat_tables(tables, promote_options="default")
             frame = arrow_to_frame(unique_executions(table))
@@ -111,17 +120,24 @@ class Run:
     ) -> LoadResult:
         """Stream into the lake or table; then the data and each workflow's state land."""
         plan = plan or Plan()
-        landing = _Landing(writer, with_states=self.bulk_id is None)
+        landing = Landing(writer, with_states=self.bulk_id is None)
+
+        def add(table: pa.Table, ranges: Ranges) -> None:
+            writer.add(table)
+
         try:
-            loads = self._stream(workflow_ids, writer.add, plan=plan, landing=landing)
+            loads = self._stream(workflow_ids, add, plan=plan, landing=landing)
+        except BaseException:
+            # The workflows list, the output or this process failed (or was interrupted):
+            # the load cannot be complete, so every file stays as it was.
+            landing.abort()
+            raise
+        try:
             done, failed = self._outcomes(loads)
         except EachlabsError:
             landing.keep_rows()
             raise
-        except BaseException:
-            landing.abort()  # interrupted: every file stays as it was
-            raise
-        written = landing.commit(list(done.values()), list(failed.values()))
+        written = landing.commit({f for load in failed.values() if (f := load.flow_id)})
         result = self._combine({w: load.result for w, load in done.items()}, failed)
         for name in _WRITE_COUNTS:
             setattr(result, name, getattr(written, name))
@@ -130,10 +146,10 @@ class Run:
     def _stream(
         self,
         workflow_ids: Iterable[str],
-        sink: Callable[[pa.Table], None],
+        sink: Sink,
         *,
         plan: Plan | None = None,
-        landing: _Landing | None = None,
+        landing: Landing | None = None,
         grow_to: int = CHUNK_ROWS,
     ) -> list[WorkflowLoad]:
         """Scan every workflow and hand their normalised rows to ``sink``, batch by batch;
@@ -168,13 +184,14 @@ class Run:
         self, loads: list[WorkflowLoad]
     ) -> tuple[dict[str, WorkflowLoad], dict[str, WorkflowLoad]]:
         """The loads that succeeded and those that failed, in the order the workflows were
-        given; the first failure is raised unless ``on_error="skip"``."""
+        given; the first failure is raised unless ``on_error="skip"`` (a load of a single
+        workflow raises its failure whatever ``on_error`` says)."""
         loads = sorted(loads, key=lambda load: load.index)
         errors = [(load, load.error) for load in loads if load.error is not None]
         for load, error in errors:
             if len(loads) > 1:
                 logger.error("workflow %r failed: %s", load.workflow_id, error)
-        if errors and self.on_error == "raise":
+        if errors and (self.on_error == "raise" or len(loads) == 1):
             raise errors[0][1]
         failed = {load.workflow_id: load for load, _ in errors}
         return {load.workflow_id: load for load in loads if load.error is None}, failed
@@ -229,8 +246,8 @@ class _Stream:
     def __init__(
         self,
         batch: RowBatch[WorkflowLoad],
-        sink: Callable[[pa.Table], None],
-        landing: _Landing | None,
+        sink: Sink,
+        landing: Landing | None,
         grow_to: int,
     ) -> None:
         self.batch, self.sink, self.landing = batch, sink, landing
@@ -254,11 +271,13 @@ class _Stream:
                 tracked = TrackedRows.of(table)
                 for load, start, stop in ranges:
                     load.observe(tracked.slice(start, stop))
-            self.sink(table)
+            self.sink(table, ranges)
             self.chunk_rows = max(self.chunk_rows, min(2 * self.chunk_rows, self.grow_to))
         finished, self._finished = self._finished, []
         if self.landing is not None and finished:
-            self.landing.complete(finished)
+            flow_ids = {f for load in finished if (f := load.flow_id) is not None}
+            states = [s for load in finished if (s := load.next_state()) is not None]
+            self.landing.complete(flow_ids, states)
 
     def _end(self, event: Finished[WorkflowLoad]) -> None:
         load = event.source
@@ -308,13 +327,15 @@ class WorkflowLoad:
 
     def pieces(self) -> Iterator[Columns]:
         """Each page's columns, minus rows repeated from the page before; ``result`` is
-        set once the scan has ended."""
+        set once the scan has ended (its counts from the scan's start)."""
+        self._started = time.monotonic()
+        self._requests, self._retries = self.client.stats.requests, self.client.stats.retries
         previous: Page | None = None
         for page in self.scan:
             if previous is None and not getattr(self.scan, "incremental", False):
                 # An incremental run reads only the head: the list's total would mislead.
                 self.progress.announce(page.total_count or len(page))
-            columns = _without_repeats(previous, page)
+            columns = drop_repeated_rows(previous, page)
             kept = len(columns["execution_id"])
             self.progress.advance(kept)
             self.rows_fetched += len(page)
@@ -406,81 +427,10 @@ def _state_reader(writer: Writer) -> Callable[[str], tuple[WorkflowState | None,
     return lambda flow_id: read_state(location, flow_id, dataset_id)
 
 
-class _Landing:
-    """Where a lake load lands: the writer of its rows, and the states of its workflows
-    (the hive lake's state files, staged as each workflow completes and made visible after
-    the data; a Delta table's, in the commit of the data)."""
-
-    def __init__(self, writer: Writer, *, with_states: bool) -> None:
-        self.writer, self.with_states = writer, with_states  # a bulk says nothing of the rest
-        hive = writer if not isinstance(writer, DeltaWriter) else None
-        self._files = StateFiles(hive.location) if hive is not None and with_states else None
-
-    def complete(self, loads: list[WorkflowLoad]) -> None:
-        """Every row of these workflows is in: their partitions and states can be staged."""
-        self.writer.complete({f for load in loads if (f := load.flow_id) is not None})
-        if self._files is not None:
-            for state in filter(None, (load.next_state() for load in loads)):
-                self._files.stage(state)
-
-    def commit(self, done: list[WorkflowLoad], failed: list[WorkflowLoad]) -> LoadResult:
-        """Make the load visible: the hive lake's files, then its state files; or one Delta
-        commit holding the rows and the states, without the workflows that failed."""
-        try:
-            if isinstance(self.writer, DeltaWriter):
-                self.writer.discard({f for load in failed if (f := load.flow_id) is not None})
-                states = [s for load in done if (s := load.next_state()) is not None]
-                if not self.with_states:
-                    states = []
-                return self.writer.close({state.flow_id: state.to_json() for state in states})
-            written = self.writer.close()
-            if self._files is not None and len(self._files):
-                self.writer.ensure_identity()
-                self._files.commit()
-            return written
-        finally:
-            self._abort_states()
-
-    def keep_rows(self) -> None:
-        """A workflow failed: the hive lake keeps the rows that arrived (they are exact,
-        and none after a storage error), a Delta table gets nothing; no state is saved."""
-        self._abort_states()
-        if isinstance(self.writer, DeltaWriter):
-            self.writer.abort()
-        else:
-            self.writer.close()
-
-    def abort(self) -> None:
-        self._abort_states()
-        self.writer.abort()
-
-    def _abort_states(self) -> None:
-        if self._files is not None:
-            self._files.abort()
-
-
-def _without_repeats(previous: Page | None, page: Page) -> Columns:
-    """``page``'s columns minus rows identical to the same execution in ``previous``.
-
-    Neighbouring pages overlap on purpose (see ``parallel``); dropping the repeats here
-    saves normalising them twice. A repeated execution that changed in between is kept:
-    the newest ``updated_at`` wins later, as for any duplicate.
-    """
-    if previous is None or set(previous.ids).isdisjoint(page.ids):
-        return page.columns
-    seen = {execution_id: i for i, execution_id in enumerate(previous.ids)}
-    names = [n for n in page.columns if n in previous.columns]
-    repeats = [
-        j
-        for j, execution_id in enumerate(page.ids)
-        if execution_id in seen
-        and len(names) == len(page.columns)
-        and all(previous.columns[n][seen[execution_id]] == page.columns[n][j] for n in names)
-    ]
-    if not repeats:
-        return page.columns
-    if repeats == list(range(len(repeats))):  # the usual case: the first rows of the page
-        return {name: values[len(repeats) :] for name, values in page.columns.items()}
-    drop = set(repeats)
-    keep = [j for j in range(len(page)) if j not in drop]
-    return {name: [values[j] for j in keep] for name, values in page.columns.items()}
+def _without(table: pa.Table, ranges: Ranges, failed: Iterable[WorkflowLoad]) -> pa.Table:
+    """A batch without the rows of the workflows that failed."""
+    dropped = set(failed)
+    if not dropped.intersection(load for load, _, _ in ranges):
+        return table
+    kept = [table.slice(a, b - a) for load, a, b in ranges if load not in dropped]
+    return pa.concat_tables(kept) if kept else table.slice(0, 0)

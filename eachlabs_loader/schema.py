@@ -25,7 +25,7 @@ from .codec import ENCODE_ERRORS, fragments_to_arrow, text_from_fragments
 from .errors import InvalidRequestError, UnparseableTimestampWarning
 from .pagination import columns_from_rows
 from .timestamps import ARROW_TIMESTAMP as ARROW_TIMESTAMP
-from .timestamps import parse_timestamp_array
+from .timestamps import micros, parse_timestamp_array
 
 CORE_COLUMNS: tuple[str, ...] = (
     "execution_id",
@@ -209,7 +209,7 @@ def latest_rows(ids: Any, updated: Any) -> np.ndarray | None:
     size = len(ids)
     if pc.count_distinct(ids).as_py() == size:  # the usual case, and cheap to ask
         return None
-    keys = pa.table({"id": ids, "updated": _micros(updated), "at": np.arange(size)})
+    keys = pa.table({"id": ids, "updated": micros(updated), "at": np.arange(size)})
     order = pc.sort_indices(
         keys, sort_keys=[("id", "ascending"), ("updated", "ascending"), ("at", "ascending")]
     ).to_numpy()
@@ -223,17 +223,9 @@ def latest_rows(ids: Any, updated: Any) -> np.ndarray | None:
 def sort_executions(table: pa.Table) -> pa.Table:
     """Newest ``created_at`` first (missing ones last), then by id: the order of every file,
     whatever order rows arrived in."""
-    keys = pa.table({"created": _micros(table["created_at"]), "id": table["execution_id"]})
+    keys = pa.table({"created": micros(table["created_at"]), "id": table["execution_id"]})
     order = pc.sort_indices(keys, sort_keys=[("created", "descending"), ("id", "ascending")])
     return table.take(order)
-
-
-def _micros(timestamps: Any) -> Any:
-    """Microseconds since the epoch, a missing value before every other (sorts first)."""
-    return pc.fill_null(timestamps.cast(pa.int64()), _OLDEST)
-
-
-_OLDEST = np.iinfo(np.int64).min
 
 
 def conform_frame(frame: pd.DataFrame) -> pd.DataFrame:

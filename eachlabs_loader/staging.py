@@ -17,20 +17,22 @@ each whole.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
 import uuid
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
 
-from .storage import TMP_MARKER, Location, remove_quietly, storage_errors
-
-SYNC_THREADS = 8
-"""fsyncs in flight at once: a journaling file system commits concurrent ones together."""
+from .storage import (
+    TMP_MARKER,
+    Location,
+    delete_file,
+    fsync_all,
+    remove_quietly,
+    replace_file,
+    write_whole,
+)
 
 Write = Callable[[Any], None]
 """Writes a file's whole content to the binary stream it is given."""
@@ -75,14 +77,7 @@ class StagedFiles:
         buffer = pa.BufferOutputStream()  # the content first, then one write of it
         write(buffer)
         try:
-            with storage_errors(path, "write"):
-                if self.location.is_local:
-                    os.makedirs(directory, exist_ok=True)
-                    with open(tmp, "wb") as handle:
-                        handle.write(buffer.getvalue())
-                else:
-                    with self.location.filesystem.open_output_stream(tmp) as stream:
-                        stream.write(buffer.getvalue())
+            write_whole(self.location, tmp, buffer.getvalue().to_pybytes())
         except BaseException:
             remove_quietly(self.location, tmp)
             raise
@@ -115,14 +110,13 @@ class StagedFiles:
         order += [p for p in self._staged if p in self._losing]
         directories = set()
         for path in order:
-            self._publish(path, self._staged[path])
+            replace_file(self.location, self._staged[path], path)
             del self._staged[path]
             directories.add(path.rsplit("/", 1)[0])
             if on_commit is not None:
                 on_commit(path)
         for path in sorted(self._deleted):
-            with storage_errors(path, "delete"):
-                self.location.filesystem.delete_file(path)
+            delete_file(self.location, path)
             directories.add(path.rsplit("/", 1)[0])
         self._deleted.clear()
         self._losing.clear()
@@ -142,14 +136,6 @@ class StagedFiles:
         self._losing.clear()
         self._deleted.clear()
 
-    def _publish(self, path: str, tmp: str) -> None:
-        with storage_errors(path, "replace"):
-            if self.location.is_local:
-                os.replace(tmp, path)
-            else:
-                self.location.filesystem.copy_file(tmp, path)
-                self.location.filesystem.delete_file(tmp)
-
 
 def write_file_atomic(location: Location, path: str, write: Write) -> None:
     """Write ``path`` so that readers see the old file or the new one, never a part."""
@@ -159,34 +145,3 @@ def write_file_atomic(location: Location, path: str, write: Write) -> None:
         staged.commit()
     finally:
         staged.abort()
-
-
-def fsync_all(paths: Iterable[str]) -> None:
-    """fsync files and directories, several at a time (a failure names its path)."""
-    paths = list(paths)
-    if len(paths) <= 1:
-        for path in paths:
-            _fsync(path)
-        return
-    with ThreadPoolExecutor(min(SYNC_THREADS, len(paths))) as pool:
-        for _ in pool.map(_fsync, paths):
-            pass
-
-
-def _fsync(path: str) -> None:
-    """Make a file's data, or a directory's entries (POSIX), durable; a directory that
-    cannot be opened or synced (some platforms) is skipped."""
-    if os.path.isdir(path):
-        with contextlib.suppress(OSError):
-            _sync(path)
-        return
-    with storage_errors(path, "sync"):
-        _sync(path)
-
-
-def _sync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

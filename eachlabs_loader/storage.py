@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ from .errors import InvalidRequestError, StorageError
 
 TMP_MARKER = ".tmp-"
 """In the name of a file not yet visible (``staging``): hidden, and removed if left over."""
+SYNC_THREADS = 8
+"""fsyncs in flight at once: a journaling file system commits concurrent ones together."""
 FileSystem = pafs.FileSystem
 
 
@@ -183,8 +186,9 @@ def list_directories(location: Location, directory: str) -> set[str]:
 
 
 MAX_FILES_PER_WRITE = 512
-"""Partitions one ``write_partitioned`` call writes at most (Arrow keeps a file open for
-each; beyond its limit it would close one and start a second file in that partition)."""
+"""Partitions one ``write_partitioned`` call may write (callers split bigger sets): Arrow
+keeps a file open for each, and beyond its limit it would close one and start a second
+file in that partition."""
 
 
 def write_partitioned(
@@ -342,6 +346,65 @@ def remove_stale_temporaries(location: Location, directory: str) -> None:
             and TMP_MARKER in info.base_name
         ):
             remove_quietly(location, info.path)
+
+
+def write_whole(location: Location, path: str, data: bytes) -> None:
+    """Write ``path`` with ``data`` in one go (its directory created as needed)."""
+    with storage_errors(path, "write"):
+        if location.is_local:
+            os.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            with open(path, "wb") as handle:
+                handle.write(data)
+        else:
+            with location.filesystem.open_output_stream(path) as stream:
+                stream.write(data)
+
+
+def replace_file(location: Location, source: str, path: str) -> None:
+    """Make ``source`` the file ``path`` in one step: an atomic rename on a local disk, a
+    server-side copy on object stores (an object appears whole or not at all)."""
+    with storage_errors(path, "replace"):
+        if location.is_local:
+            os.replace(source, path)
+        else:
+            location.filesystem.copy_file(source, path)
+            location.filesystem.delete_file(source)
+
+
+def delete_file(location: Location, path: str) -> None:
+    with storage_errors(path, "delete"):
+        location.filesystem.delete_file(path)
+
+
+def fsync_all(paths: Iterable[str]) -> None:
+    """fsync local files and directories, several at a time (a failure names its path)."""
+    paths = list(paths)
+    if len(paths) <= 1:
+        for path in paths:
+            _fsync(path)
+        return
+    with ThreadPoolExecutor(min(SYNC_THREADS, len(paths))) as pool:
+        for _ in pool.map(_fsync, paths):
+            pass
+
+
+def _fsync(path: str) -> None:
+    """Make a file's data, or a directory's entries (POSIX), durable; a directory that
+    cannot be opened or synced (some platforms) is skipped."""
+    if os.path.isdir(path):
+        with contextlib.suppress(OSError):
+            _sync(path)
+        return
+    with storage_errors(path, "sync"):
+        _sync(path)
+
+
+def _sync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def remove_quietly(location: Location, path: str) -> None:

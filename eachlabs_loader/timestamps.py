@@ -31,6 +31,14 @@ _STRICT_RE = (
 )
 """The forms Arrow's cast takes as they are (an offset, at most microseconds, a "." point)."""
 _NO_TEXT = pa.scalar(None, pa.large_string())
+MISSING_MICROS = int(np.iinfo(np.int64).min)
+"""A missing timestamp in ``micros``: before every other (sorts first, compares oldest)."""
+
+
+def micros(timestamps: Any) -> Any:
+    """Microseconds since the epoch of an Arrow timestamp column, ``MISSING_MICROS`` where
+    a value is missing (for sorting, comparing and grouping without nulls)."""
+    return pc.fill_null(timestamps.cast(pa.int64()), MISSING_MICROS)
 
 
 def parse_timestamp_array(values: Sequence[Any]) -> tuple[pa.Array, int]:

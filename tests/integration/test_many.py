@@ -62,3 +62,22 @@ def test_on_error_skip_returns_the_others_and_says_which_failed(sandbox, tmp_pat
     assert "FAILED" in repr(result)
     lake = load(sandbox, [good[0], "ghost-workflow"], on_error="skip", output=tmp_path)
     assert lake.rows_inserted == 250 and list(lake.failed) == ["ghost-workflow"]
+
+
+def test_skip_leaves_out_the_rows_a_failed_workflow_sent_before_it_failed(make_sandbox):
+    sandbox = make_sandbox(rows=300, workflows=3)
+    bad = sandbox.workflows[1]
+    # Its first page goes through, every later one is refused (HTTP 400: not retried).
+    sandbox.add_fault("status", status=400, workflow=bad.slug, skip=1, times=None)
+    frame = load(sandbox, [w.slug for w in sandbox.workflows], on_error="skip")
+    good = [sandbox.workflows[0], sandbox.workflows[2]]
+    assert set(frame["flow_id"]) == {w.id for w in good}
+    assert set(frame["execution_id"]) == {i for w in good for i in sandbox.expected_ids(w.id)}
+    result = frame.attrs["eachlabs"]
+    assert result.rows_returned == 600 and list(result.failed) == [bad.slug]
+    assert next(r.status for r in sandbox.requests if r.workflow == bad.slug) == 200
+
+
+def test_a_single_workflow_raises_its_failure_whatever_on_error_says(sandbox):
+    with pytest.raises(WorkflowNotFoundError, match="'ghost-workflow'"):
+        load(sandbox, ["ghost-workflow"], on_error="skip")

@@ -114,3 +114,12 @@ def test_a_workflow_listed_with_an_unusable_id_is_skipped_with_a_warning(org, mo
         frame = load_executions(ALL_WORKFLOWS, progress=False, **kwargs(org))
     assert len(frame) == 400 + 250 + 120 and "unusable id" in caplog.text
     assert not any(r.path.startswith("/api/v1/executions") for r in org.requests)
+
+
+def test_a_workflows_list_failing_part_way_writes_nothing(make_sandbox, tmp_path):
+    api = make_sandbox(workflows=4, rows=30)
+    api.add_fault("status", status=403, workflow="workflows", offsets={2}, times=None)
+    with pytest.raises(AuthenticationError):  # listed one workflow at a time: 2 loads started
+        load_executions(ALL_WORKFLOWS, output=tmp_path, **kwargs(api, page_size=1))
+    assert any(r.workflow for r in api.requests)  # executions were being loaded meanwhile
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
