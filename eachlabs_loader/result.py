@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from html import escape
 
 
 @dataclass
@@ -74,3 +75,47 @@ class LoadResult:
             f"{self.pages_refetched:,} pages re-fetched, total_count "
             f"{self.total_count_start}->{self.total_count_end}, {self.elapsed_s:.2f}s>"
         )
+
+    def _repr_html_(self) -> str:
+        """A small table for Jupyter: a notebook shows what a load did at a glance, and the
+        failures in red, without the reader parsing the one-line repr."""
+        to_lake = self.output is not None
+        rows = [
+            ("output", self.output if to_lake else "DataFrame"),
+            ("rows fetched", f"{self.rows_fetched:,}"),
+            (
+                "rows written" if to_lake else "rows returned",
+                f"{self.rows_written if to_lake else self.rows_returned:,}",
+            ),
+        ]
+        if to_lake:
+            rows += [
+                ("inserted / updated", f"{self.rows_inserted:,} / {self.rows_updated:,}"),
+                ("files written", f"{self.files_written:,}"),
+            ]
+        if self.table_version is not None:
+            rows.append(("Delta version", str(self.table_version)))
+        rows += [
+            ("requests", f"{self.requests:,}"),
+            ("retries", f"{self.retries:,}"),
+            ("time", f"{self.elapsed_s:.2f} s"),
+            ("mode", self._mode()),
+        ]
+        cells = "".join(
+            f"<tr><th style='text-align:left'>{escape(name)}</th>"
+            f"<td style='text-align:right'>{escape(str(value))}</td></tr>"
+            for name, value in rows
+        )
+        failures = "".join(
+            f"<tr><th style='text-align:left;color:#b00'>failed: {escape(flow)}</th>"
+            f"<td style='color:#b00'>{escape(message)}</td></tr>"
+            for flow, message in sorted(self.failed.items())
+        )
+        return f"<table><caption>LoadResult</caption>{cells}{failures}</table>"
+
+    def _mode(self) -> str:
+        if self.incremental:
+            return "incremental"
+        if self.fallbacks:
+            return f"full load instead of incremental for {', '.join(sorted(self.fallbacks))}"
+        return "full load"
