@@ -1,36 +1,41 @@
 # Two commands on a fresh machine with only python3 and make:
 #   make demo   create .venv, install the project, load a workflow from the built-in sandbox
 #   make test   create .venv with the dev extras, lint (ruff, mypy --strict, the import
-#               contracts), run the suite (pandas 3), then the pandas 2.2 run in .venv-pandas22
+#               contracts), build the docs strictly, run the suite (pandas 3), then the
+#               pandas 2.2 run in .venv-pandas22
+#   make docs   build the docs site into site/ (MkDocs, Material, mkdocstrings; --strict)
 PYTHON ?= python3
 VENV := .venv
 VENV22 := .venv-pandas22
 VENVBENCH := .venv-bench
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test lint test-main test-pandas22 bench clean
+.PHONY: demo test lint docs test-main test-pandas22 bench clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/eachlabs-loader demo
 
-test: lint test-main test-pandas22
+test: lint docs test-main test-pandas22
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check eachlabs_loader tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
+docs: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 test-main: $(VENV)/.installed-dev
 	$(VENV)/bin/python -m pytest -n 2
 
 # The suite again on the oldest pandas we support, minus the slow end-to-end files whose
 # pandas use is already covered (subprocess CLI runs, SIGKILL runs, the fault matrix, the
-# notebooks, the third-party servers): they run once, on pandas 3, above.
+# notebooks, the third-party servers, the docs' examples): they run once, on pandas 3, above.
 test-pandas22: $(VENV22)/.installed
 	$(VENV22)/bin/python -m pytest -q -n 2 -p no:cacheprovider \
 		--ignore=tests/integration/test_cli.py --ignore=tests/integration/test_crash.py \
 		--ignore=tests/integration/test_faults.py --ignore=tests/test_notebook.py \
-		--ignore=tests/integration/test_real_servers.py
+		--ignore=tests/integration/test_real_servers.py --ignore=tests/test_docs.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,4 +71,4 @@ $(VENVBENCH)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(VENV22) $(VENVBENCH) demo-lake .pytest_cache
+	rm -rf $(VENV) $(VENV22) $(VENVBENCH) demo-lake site .pytest_cache

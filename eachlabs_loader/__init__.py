@@ -36,6 +36,8 @@ from .schema import COLUMNS, CORE_COLUMNS, normalize_executions
 from .transport import EachlabsClient, Request
 from .workflows import ALL_WORKFLOWS, WORKFLOW_COLUMNS, load_workflows
 
+__version__: str
+"""This package's version, read from its installed metadata (written once, in pyproject.toml)."""
 try:
     # Written once, in pyproject.toml; a source tree used without installing has no metadata.
     __version__ = _metadata.version("eachlabs-loader")

@@ -114,7 +114,7 @@ def load_executions(
         timeout: seconds, or a ``(connect, read)`` pair.
         concurrency: requests in flight at most (default 8); 1 is a plain sequential scan.
             Pages overlap and are checked for gaps, so the result stays exact while new
-            executions arrive; a 429 shrinks the pool for everyone (see README).
+            executions arrive; a 429 shrinks the pool for everyone (docs: Troubleshooting).
         output: a directory or URI (``s3://bucket/lake``...): write the Parquet lake there
             (see ``write_executions``) and return a ``LoadResult`` instead of a DataFrame.
         table_format: with ``output``, ``"parquet"`` (default): the hive lake;
@@ -132,7 +132,7 @@ def load_executions(
             of each workflow (new executions and those still open then), using the state
             files in ``{output}/_state/`` (a Delta table: its commits); falls back to a full
             load, with a WARNING and the reason in the result's ``fallbacks``, when that is
-            not safe (see README).
+            not safe (docs: Incremental runs).
         full_refresh: load everything even with ``incremental`` (the state is rewritten).
         lookback: an incremental run re-reads executions created up to this long (a
             ``timedelta`` or seconds, default 1 hour) before the newest one it knew.
@@ -153,7 +153,7 @@ def load_executions(
         SchemaMismatchError: the output holds files with incompatible column types
             (nothing was changed).
 
-    Example:
+    Examples:
         >>> from eachlabs_loader.sandbox import Sandbox
         >>> with Sandbox(rows=120) as sb:
         ...     df = load_executions(sb.workflows[0].slug, base_url=sb.base_url,

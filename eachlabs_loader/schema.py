@@ -39,6 +39,7 @@ CORE_COLUMNS: tuple[str, ...] = (
     "updated_at",
     "bulk_id",
 )
+"""The fields every execution row has: the first columns of every DataFrame, in this order."""
 OPTIONAL_COLUMNS: tuple[str, ...] = (
     "deleted_at",
     "api_key",
@@ -51,6 +52,7 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
 """Documented fields that may be absent from a row: always present as columns."""
 
 COLUMNS: tuple[str, ...] = CORE_COLUMNS + OPTIONAL_COLUMNS
+"""The DataFrame contract's columns, in order; fields the API adds later follow them."""
 _COLUMN_SET = frozenset(COLUMNS)
 TIMESTAMP_COLUMNS: frozenset[str] = frozenset(
     {"started_at", "ended_at", "created_at", "updated_at", "deleted_at"}

@@ -54,7 +54,8 @@ class EachlabsClient:
         retry_policy: overrides the policy built from ``settings.max_retries``.
         throttle: the gate shared by all requests (default: AIMD up to ``settings.concurrency``).
 
-    Example:
+    Examples:
+        >>> from eachlabs_loader import resolve_settings
         >>> from eachlabs_loader.sandbox import Sandbox
         >>> with Sandbox(rows=120) as sb, EachlabsClient(
         ...         resolve_settings(sb.api_key, sb.base_url)) as client:

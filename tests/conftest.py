@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import glob
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -37,6 +44,38 @@ def make_sandbox() -> Iterator[Callable[..., Sandbox]]:
 def sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
     """A sandbox with three workflows of 250 executions each."""
     return make_sandbox(rows=250)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server in its own process (``host:port``): delta-rs calls hold the GIL while
+    they wait for the server, so a server thread in this process could never answer them."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    moto = pathlib.Path(sys.executable).with_name("moto_server")
+    server = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield f"127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def duckdb_delta_extension() -> str:
+    """DuckDB's delta extension from its PyPI wheel (extensions.duckdb.org is out of reach)."""
+    package = os.path.dirname(__import__("duckdb_extension_delta").__file__)
+    return glob.glob(os.path.join(package, "extensions", "*", "delta.duckdb_extension"))[0]
 
 
 class RecordedSleep:

@@ -3,7 +3,6 @@ state in the commit, concurrent writers, schema rules, maintenance, and other re
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -365,23 +364,15 @@ def test_writer_processes_at_the_same_moment_both_land(make_sandbox, tmp_path, s
     assert ids(uri) == set(sandbox.expected_ids(a)) | set(sandbox.expected_ids(b))
 
 
-def test_other_readers_see_the_same_rows(make_sandbox, tmp_path):
+def test_other_readers_see_the_same_rows(make_sandbox, tmp_path, duckdb_delta_extension):
     sandbox = make_sandbox(rows=2500, workflows=2)
     load(sandbox, [w.slug for w in sandbox.workflows], tmp_path / "t")
     expected = ids(tmp_path / "t")
     by_polars = pl.read_delta(str(tmp_path / "t"))
     assert set(by_polars["execution_id"].to_list()) == expected
     assert by_polars.schema["created_at"] == pl.Datetime("us", "UTC")
-    extension = glob.glob(
-        os.path.join(
-            os.path.dirname(__import__("duckdb_extension_delta").__file__),
-            "extensions",
-            "*",
-            "delta.duckdb_extension",
-        )
-    )[0]
     con = duckdb.connect()
-    con.execute(f"LOAD '{extension}'")
+    con.execute(f"LOAD '{duckdb_delta_extension}'")
     count, distinct, days = con.execute(
         f"select count(*), count(distinct execution_id), count(distinct date) "
         f"from delta_scan('{tmp_path / 't'}')"

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
-import socket
-import subprocess
-import sys
-import time
-
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pytest
@@ -16,31 +10,6 @@ from eachlabs_loader import StorageError, load_executions, read_executions
 from eachlabs_loader.dataset import METADATA_FILE
 
 CREDENTIALS = {"access_key": "testing", "secret_key": "testing", "region": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """moto's S3 server in its own process: delta-rs calls hold the GIL while they wait for
-    the server, so a server thread in this process could never answer them."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    moto = pathlib.Path(sys.executable).with_name("moto_server")
-    server = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    server.terminate()
-    server.wait(timeout=10)
 
 
 @pytest.fixture
