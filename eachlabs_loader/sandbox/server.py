@@ -106,7 +106,7 @@ class Sandbox:
         workflow_status: ``{id or slug: "active" | "archived" | "deleted"}`` for the
             workflows list (default active); a deleted workflow's executions answer 404.
 
-    Example:
+    Examples:
         >>> with Sandbox(rows=120) as sandbox:
         ...     url, key = sandbox.base_url, sandbox.api_key
     """
