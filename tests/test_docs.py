@@ -11,9 +11,10 @@ AWS variables (its buckets ``analytics``, ``bucket`` and ``bkt`` exist).
 - ``python`` blocks run. One preceded by ``<!-- compile only: REASON -->`` needs what the
   suite cannot start (Airflow, Dagster, a Spark session): it is compiled, not run.
 - ``sh`` blocks: each ``eachlabs-loader ...`` command runs (in a shell, so pipes to standard
-  tools work) and must exit 0; ``eachlabs-loader sandbox`` must print its URL, and is then
-  stopped (on a free port, whatever ``--port`` says). Other lines (``pip install``,
-  ``make``, ``export``) set up a machine: ``make test`` itself is what runs them.
+  tools work) and must exit 0, or with the code its comment announces (``# exit code 4``);
+  ``eachlabs-loader sandbox`` must print its URL, and is then stopped (on a free port,
+  whatever ``--port`` says). Other lines (``pip install``, ``make``, ``export``) set up a
+  machine: ``make test`` itself is what runs them.
 - ``sql`` blocks starting with ``-- DuckDB`` run in DuckDB (the delta extension loaded from
   its wheel, in place of the block's ``INSTALL``/``LOAD``); other engines' SQL (Trino,
   Spark) is shown, not run.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import logging
 import os
 import pathlib
 import pkgutil
@@ -60,17 +62,19 @@ def _python(example: Example) -> None:
         exec(code, example.namespace)
 
 
-def _commands(block: str) -> Iterator[str]:
-    """Logical lines (backslash continuations joined), comments and blank lines dropped."""
+def _commands(block: str) -> Iterator[tuple[str, int]]:
+    """Logical lines (backslash continuations joined), comments and blank lines dropped,
+    each with the exit code its comment announces (``# exit code 4``), else 0."""
     for line in block.replace("\\\n", " ").splitlines():
-        line = line.split("  #", 1)[0].strip()
-        if line and not line.startswith("#"):
-            yield line
+        command, _, comment = line.partition("  #")
+        expected = re.search(r"exit code (\d+)", comment)
+        if command.strip() and not command.lstrip().startswith("#"):
+            yield command.strip(), int(expected.group(1)) if expected else 0
 
 
 def _shell(example: Example) -> None:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    for command in _commands(example.parsed):
+    for command, expected in _commands(example.parsed):
         if re.match(r"(\S*/)?eachlabs-loader sandbox\b", command):
             _serve_once(command, env)
         elif re.match(r"(\S*/)?eachlabs-loader |python -m eachlabs_loader ", command):
@@ -82,7 +86,7 @@ def _shell(example: Example) -> None:
                 text=True,
                 timeout=120,
             )
-            assert done.returncode == 0, (
+            assert done.returncode == expected, (
                 f"{example.path}:{example.line}: {command!r} exited {done.returncode}:\n"
                 f"{done.stderr[-2000:]}"
             )
@@ -126,7 +130,10 @@ SYBIL = Sybil(
 def reader_machine(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, s3_endpoint: str
 ) -> Iterator[Sandbox]:
-    """What a reader of the docs has: an API (the sandbox), object storage, a working dir."""
+    """What a reader of the docs has: an API (the sandbox), object storage, a working dir.
+    What a page changes in logging is undone, so later tests see the defaults."""
+    root, ours = logging.getLogger(), logging.getLogger("eachlabs_loader")
+    saved = (root.level, list(root.handlers), ours.level)
     rows = {"text-to-image-generator": 5_000, "video-upscaler": 600, "product-photo-studio": 300}
     # As on a real service, runs end within minutes: only the newest executions are open.
     with Sandbox(workflows=3, rows=rows, seed=7, open_window=20) as sandbox:
@@ -157,6 +164,9 @@ def reader_machine(
                 filesystem.delete_dir(bucket)
             filesystem.create_dir(bucket)
         yield sandbox
+    root.setLevel(saved[0])
+    root.handlers[:] = saved[1]
+    ours.setLevel(saved[2])
 
 
 @pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
