@@ -243,12 +243,15 @@ class ListEnd:
 class PageRequest(Protocol):
     """A page asked for (``transport.Request`` is the one implementation): ``send()`` puts
     it on the wire now (``early``: only if a throttle slot is free), ``wait()`` receives the
-    answer (True: a success status), ``result()`` makes it a ``Page`` (decoding, retries)
-    and releases everything, ``cancel()`` drops it."""
+    answer (True: a success status), ``parsed()`` decodes a success without ever retrying
+    (None when it does not decode: ``result()`` retries then), ``result()`` makes it a
+    ``Page`` (decoding, retries) and releases everything, ``cancel()`` drops it."""
 
     def send(self, *, early: bool = False) -> PageRequest: ...
 
     def wait(self) -> bool: ...
+
+    def parsed(self) -> Page | None: ...
 
     def result(self) -> Page: ...
 

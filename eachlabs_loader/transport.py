@@ -270,6 +270,7 @@ class Request(Generic[T]):
         self._connection: Connection | None = None
         self._due = False  # sent (through a session: to be sent) and not answered yet
         self._outcome: Reply | EachlabsError | None = None
+        self._value: T | None = None
         self._attempts = 0
 
     def __enter__(self) -> Request[T]:
@@ -290,8 +291,24 @@ class Request(Generic[T]):
             self._outcome = self._finish()
         return isinstance(self._outcome, Reply) and self._outcome.status < 300
 
+    def parsed(self) -> T | None:
+        """The answer parsed now, if it is a success that parses, else None (``result()``
+        then retries as usual). Never sends anything: a caller holding another request in
+        flight can decode this one without needing a second slot."""
+        if self._value is None and self.wait():
+            assert isinstance(self._outcome, Reply)
+            try:
+                self._value = self._parse(self._outcome.body)
+            except InvalidResponseError:
+                return None
+        return self._value
+
     def result(self) -> T:
         """The parsed value, once the retry policy is done; everything held is released."""
+        if self._value is not None:
+            value, self._value = self._value, None
+            self.cancel()
+            return value
         try:
             return self._client.retry_policy.call(self._attempt, on_retry=self._client.note_retry)
         finally:

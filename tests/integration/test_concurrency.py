@@ -102,6 +102,23 @@ def test_a_429_storm_shrinks_the_pool_and_still_completes(make_sandbox, caplog):
     assert any(m.startswith("retry ") for m in messages)
 
 
+def test_a_429_storm_with_bodies_that_do_not_decode_completes(make_sandbox):
+    """Threads send their next request before decoding; a body that does not decode is
+    retried by the consumer, so no thread ever waits for a slot while holding one, even
+    when 429s have shrunk the pool to a slot or two."""
+    sandbox = make_sandbox(rows=3_000, workflows=1, latency_ms=LATENCY_MS)
+    slug = sandbox.workflows[0].slug
+    for page in range(1, 9):
+        sandbox.add_fault("status", status=429, retry_after="0.1", offsets={90 * page}, times=2)
+    for page in range(9, 15):
+        sandbox.add_fault("truncated", offsets={90 * page}, times=1)
+    frame = load(sandbox, slug, concurrency=8)
+    assert frame["execution_id"].tolist() == sandbox.expected_ids(slug)
+    result = frame.attrs["eachlabs"]
+    assert result.lowest_concurrency <= 2
+    assert result.retries >= 16 + 6
+
+
 def test_retry_after_pauses_the_whole_pool(make_sandbox):
     sandbox = make_sandbox(rows=3_000, workflows=1, latency_ms=20)
     slug = sandbox.workflows[0].slug

@@ -342,3 +342,27 @@ def test_a_redirect_loop_stops_after_the_limit_with_nothing_left_on_its_way(sand
         fetch_executions(client, slug)
     assert len(sandbox.requests) == client.stats.requests == 6  # the first and five redirects
     assert client.throttle.in_flight == 0
+
+
+def test_parsed_decodes_a_success_at_once_and_leaves_a_bad_body_to_result(
+    sandbox, make_client, sleeps
+):
+    """``parsed`` never sends: a thread holding another request can decode with it."""
+    slug = sandbox.workflows[0].slug
+    client = make_client(sandbox)
+    query = client.query(slug)
+    request = client.request_page(query, 0).send()
+    page = request.parsed()
+    assert page is not None and page.ids == sandbox.expected_ids(slug)[:100]
+    assert request.result() is page and len(sandbox.requests) == 1
+
+    sandbox.add_fault("truncated", offsets={100}, times=1)
+    broken = client.request_page(query, 100).send()
+    assert broken.parsed() is None and len(sandbox.requests) == 2  # nothing re-sent
+    assert broken.result().ids == sandbox.expected_ids(slug)[100:200]  # result() retries
+    assert len(sandbox.requests) == 3 and client.stats.retries == 1 and len(sleeps.waits) == 1
+
+    sandbox.add_fault("status", status=503, offsets={200}, times=1)
+    failed = client.request_page(query, 200).send()
+    assert failed.parsed() is None
+    assert len(failed.result()) == 50 and client.stats.retries == 2

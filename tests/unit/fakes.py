@@ -40,6 +40,12 @@ class ServedRequest:
             self.page = self._fetch_page(self.offset)
         return self.page is not None
 
+    def parsed(self) -> Page | None:
+        if not self.wait() or self.fail:  # an answer that turns out unusable: result() retries
+            return None
+        self.log.append(f"parsed {self.offset}")
+        return self.page
+
     def result(self) -> Page:
         if self.page is None:
             self.log.append(f"fetch {self.offset}")

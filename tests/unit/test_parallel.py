@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
@@ -206,3 +207,65 @@ def test_a_moving_list_is_planned_with_a_wider_overlap():
     )
     assert source.initial <= set(ids_of(scan))
     assert scan.overlap >= 1 + 2 * 3  # 3 new executions between any two answers
+
+
+def test_a_thread_sends_its_next_request_before_it_decodes_its_answer():
+    """A slot goes straight back on the wire: decoding (under the interpreter's lock)
+    overlaps the next round trip instead of idling the slot."""
+    source = LiveList(2000)
+    events: list[tuple[str, str, int]] = []  # (thread, step, offset)
+    lock = threading.Lock()
+    served = requests_from(source.fetch(100), eager=True)
+
+    class Traced:
+        def __init__(self, offset: int) -> None:
+            self.offset, self.inner = offset, served(offset)
+
+        def step(self, name: str) -> None:
+            with lock:
+                events.append((threading.current_thread().name, name, self.offset))
+
+        def send(self, *, early: bool = False):
+            self.step("send")
+            self.inner.send(early=early)
+            return self
+
+        def wait(self) -> bool:
+            return self.inner.wait()
+
+        def parsed(self):
+            self.step("parsed")
+            return self.inner.parsed()
+
+        def result(self):
+            self.step("result")
+            return self.inner.result()
+
+        def cancel(self) -> None:
+            self.inner.cancel()
+
+    scan = ConcurrentScan(Traced, limit=100, concurrency=4, min_round_trip_s=0)
+    assert set(ids_of(scan)) == source.initial
+    pooled = [e for e in events if e[0].startswith("eachlabs-page")]
+    assert pooled and all(step != "result" for _, step, _ in pooled)  # decoded, never retried
+    # Per thread: send a, send b, parsed a, send c, parsed b... A decode comes right after
+    # the thread's next send, except when nothing was queued (at the end: once per thread).
+    at_once = 0  # decodes right after the thread's own send: nothing else was queued
+    for thread in {name for name, _, _ in pooled}:
+        steps = [(step, offset) for name, step, offset in pooled if name == thread]
+        at_once += sum(1 for a, b in itertools.pairwise(steps) if a == ("send", b[1]))
+    assert at_once <= 4, pooled
+
+
+def test_an_answer_that_does_not_decode_is_retried_by_the_consumer():
+    source = LiveList(1000)
+    log: list[str] = []
+    scan = ConcurrentScan(
+        requests_from(source.fetch(100), log, fail_at=450, eager=True),
+        limit=100,
+        concurrency=4,
+        overlap=10,
+        min_round_trip_s=0,
+    )
+    assert set(ids_of(scan)) == source.initial
+    assert "retry 450" in log and "parsed 450" not in log
