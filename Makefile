@@ -1,8 +1,8 @@
 # Two commands on a fresh machine with only python3 and make:
 #   make demo   create .venv, install the project, load a workflow from the built-in sandbox
-#   make test   create .venv with the dev extras, lint (ruff, mypy --strict, the import
-#               contracts), build the docs strictly, run the suite (pandas 3), then the
-#               pandas 2.2 run in .venv-pandas22
+#   make test   create .venv with the dev extras (test, lint, docs), lint (ruff, mypy
+#               --strict, the import contracts), build the docs strictly, run the suite
+#               (pandas 3), then the pandas 2.2 run in .venv-pandas22 (test extras only)
 #   make docs   build the docs site into site/ (MkDocs, Material, mkdocstrings; --strict)
 PYTHON ?= python3
 VENV := .venv
@@ -25,7 +25,10 @@ lint: $(VENV)/.installed-dev
 docs: $(VENV)/.installed-dev
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
+# The suite starts the CLI in many subprocesses; with PYTHONDONTWRITEBYTECODE set (as on CI)
+# each would compile the package from source, so compile it once first.
 test-main: $(VENV)/.installed-dev
+	$(VENV)/bin/python -m compileall -q eachlabs_loader
 	$(VENV)/bin/python -m pytest -n 2
 
 # The suite again on the oldest pandas we support, minus the slow end-to-end files whose
@@ -52,7 +55,7 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/bin/python
 $(VENV22)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV22)
 	$(VENV22)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV22)/bin/python -m pip install $(PIP_FLAGS) -e '.[dev]' 'pandas>=2.2,<2.3'
+	$(VENV22)/bin/python -m pip install $(PIP_FLAGS) -e '.[test]' 'pandas>=2.2,<2.3'
 	touch $@
 
 # Benchmarks are not tests: they take minutes and print tables for BENCHMARKS.md. They run in
