@@ -15,7 +15,11 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 demo: $(VENV)/.installed
 	$(VENV)/bin/eachlabs-loader demo
 
-test: lint docs test-main test-pandas22
+# The two venvs are built side by side (pip is mostly single-threaded and waits on the disk),
+# then the checks and the two runs go one after another: each run uses both cores.
+test:
+	$(MAKE) -j2 $(VENV)/.installed-dev $(VENV22)/.installed
+	$(MAKE) lint docs test-main test-pandas22
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check eachlabs_loader tests benchmarks
