@@ -377,6 +377,7 @@ class ConcurrentScan:
         offset = self._now_at(prev) + max(0, len(prev) - self.overlap)
         last, target_ids = prev, set(target.ids)
         target_end = self._position(target) + len(target)
+        stepped_back = False
         for _ in range(MAX_BRIDGE_PAGES):
             page = self._fetch(offset)
             self.stats.pages_refetched += 1
@@ -384,15 +385,36 @@ class ConcurrentScan:
                 if last is not prev and self._chain_ends(last, page):
                     return last  # the list ended before the target: it moved away
             elif not _linked(last, page) and offset > 0:
-                # Rows moved up past us (deletions, or an estimate too far): step back.
-                offset = max(0, min(offset, last.offset) - self.limit // 2)
+                offset = self._aim_again(last, page, down=not stepped_back)
+                stepped_back = stepped_back or offset < page.offset
                 continue
             yield page
             met = not target_ids.isdisjoint(page.ids)
             if met or self._end.ends(page) or self._position(page) >= target_end:
                 return page
-            offset, last = self._now_at(page) + self._step(page), page
+            offset, last, stepped_back = self._now_at(page) + self._step(page), page, False
         raise self._stalls.error(offset)
+
+    def _aim_again(self, last: Page, missed: Page, *, down: bool) -> int:
+        """Where to look next for the rows after ``last``, ``missed`` having shared none.
+
+        A page above ``last`` whose own total shows the list grew (more than the totals
+        counted so far showed: answers are counted as they arrive, and a pool far ahead of a
+        busy consumer has moved the list since) is aimed again, down, by that growth. Any
+        other page steps back: one below ``last`` (rows moved up: deletions, or an estimate
+        too far), an empty one, or one whose total does not move (a capped count, which
+        cannot place it). Once a bridge has stepped back from ``last``, it only steps back
+        (not ``down``): up to the head at worst, never to and fro. Either way only efficiency
+        rides on the aim: the bridge takes no page that shares no row with ``last``, except
+        the list's head.
+        """
+        before, now = last.total_count, missed.total_count
+        grown = before is not None and now is not None and now > before
+        above = self._position(missed) + len(missed) <= self._position(last)
+        if down and grown and above and missed.ids:
+            wanted = self._position(last) + max(1, len(last) - self.overlap)
+            return missed.offset + wanted - self._position(missed)
+        return max(0, min(missed.offset, last.offset) - self.limit // 2)
 
 
 Answer = Page | PageRequest

@@ -70,6 +70,87 @@ def test_inserts_while_paging_lose_nothing(seed, concurrency, inserts):
     assert scan.stats.total_count_start < scan.stats.total_count_end
 
 
+class ChurningList:
+    """Newest first; before each request is served, ``inserts`` rows arrive at the head and
+    ``deletes`` rows anywhere are deleted (rows move down and up between pages)."""
+
+    def __init__(self, n: int, *, inserts: int, deletes: int, seed: int = 0):
+        self.rows = [f"e{k}" for k in range(n - 1, -1, -1)]
+        self.initial, self.deleted = set(self.rows), set()
+        self.inserts, self.deletes, self.next_id = inserts, deletes, n
+        self.lock = threading.Lock()
+        self.rng = random.Random(seed)
+
+    def fetch(self, limit: int):
+        def fetch_page(offset: int) -> Page:
+            with self.lock:
+                delay = self.rng.uniform(0, 0.003)
+            time.sleep(delay)
+            with self.lock:
+                first, self.next_id = self.next_id, self.next_id + self.inserts
+                self.rows[:0] = [f"e{k}" for k in range(self.next_id - 1, first - 1, -1)]
+                for _ in range(min(self.deletes, len(self.rows))):
+                    self.deleted.add(self.rows.pop(self.rng.randrange(len(self.rows))))
+                ids, total = self.rows[offset : offset + limit], len(self.rows)
+            return Page.from_rows(offset, limit, [{"execution_id": i} for i in ids], total)
+
+        return fetch_page
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(("inserts", "deletes"), [(0, 2), (3, 3), (3, 1), (1, 4)])
+def test_deletions_while_paging_lose_no_row_that_stayed(seed, inserts, deletes):
+    # Deletions move rows up, so totals understate the inserts and a bridge's first page can
+    # land past the hole: the bridge steps back. Every row there from start to end is read.
+    source = ChurningList(1500, inserts=inserts, deletes=deletes, seed=seed)
+    scan = ConcurrentScan(
+        requests_from(source.fetch(50)), limit=50, concurrency=8, min_round_trip_s=0
+    )
+    seen = set(ids_of(scan))
+    assert source.initial - source.deleted <= seen
+    assert scan.stats.gaps_repaired > 0
+
+
+def test_a_hole_found_far_behind_the_pool_is_bridged_down_not_walked_up_to_the_head():
+    # A busy consumer finds a hole while the pool, far ahead, has grown the list by more
+    # than the answers counted so far show: the bridge's first page lands above the hole.
+    # It is aimed again by its own total (one request more), instead of stepping back page
+    # by page up to the head and re-reading everything from there.
+    source = LiveList(2000)
+    fetch = source.fetch(50)
+    offsets: list[int] = []
+
+    def logged(offset: int) -> Page:
+        offsets.append(offset)
+        return fetch(offset)
+
+    scan = ConcurrentScan(requests_from(logged), limit=50, concurrency=8, min_round_trip_s=0)
+    prev = scan._count(fetch(500))  # e1499..e1450; the last total counted: 2,000
+    source.n += 300  # inserts no counted answer has shown yet
+    target = fetch(860)  # e1439..e1390: ten rows (e1449..e1440) between the two
+    bridged = [i for page in scan._bridge(prev, target) for i in page.ids]
+    assert {f"e{k}" for k in range(1440, 1450)} <= set(bridged)
+    assert len(offsets) == 2 and min(offsets) > prev.offset
+
+
+def test_a_capped_count_cannot_aim_a_bridge_which_steps_back_and_closes_the_hole():
+    # Totals capped at 500 never move, so they cannot tell a page above the hole from one
+    # below it: the bridge steps back (up to the head at worst), never to and fro.
+    source = LiveList(2000)
+    fetch = source.fetch(50)
+
+    def capped(offset: int) -> Page:
+        page = fetch(offset)
+        return Page(page.offset, page.limit, page.columns, 500)
+
+    scan = ConcurrentScan(requests_from(capped), limit=50, concurrency=8, min_round_trip_s=0)
+    prev = scan._count(capped(500))
+    source.n += 300
+    target = capped(860)
+    bridged = [i for page in scan._bridge(prev, target) for i in page.ids]
+    assert {f"e{k}" for k in range(1440, 1450)} <= set(bridged)
+
+
 def test_without_the_check_the_same_scan_loses_rows():
     """The scenario is real: trusting the planned offsets drops rows."""
     lost = 0
