@@ -12,21 +12,21 @@ only push rows further down, so nothing after that page can be above it) until a
 the later one. A chain whose every link shares a row, ending in the list's last page, holds
 every row that existed from start to end, whatever was inserted or deleted meanwhile.
 
-Paging logic over ``request_page(offset) -> PageRequest`` (see ``pagination``).
+Paging logic over ``request_page(offset) -> PageRequest`` (see ``pagination``); how much
+neighbours overlap is ``overlap``'s, keeping the planned pages on the wire is ``planned``'s.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import Future
+from collections.abc import Generator, Iterator
 
 from .errors import describe_location
-from .pagination import ListEnd, Page, PageRequest, RequestPage, ScanStats, StallDetector
+from .overlap import Overlap
+from .pagination import ListEnd, Page, RequestPage, ScanStats, StallDetector
+from .planned import PlannedPages
 from .sequential import iter_pages
 
 logger = logging.getLogger("eachlabs_loader")
@@ -39,84 +39,8 @@ WARM_UP_FACTOR = 4
 warm-up (a connection, lazy imports) cost; a faster one is timed again on the second page."""
 MIN_CHECKED_PAGE = 10
 """Smaller pages cannot share rows with their neighbours and still advance: paged plainly."""
-PREFETCH_PAGES = 64
-"""Pages fetched ahead of the consumer, so normalising a batch does not stall the pool. Not
-more: while the consumer re-reads a hole (sequentially, competing for the same slots), the
-pool would run ever further ahead of a list that keeps moving (256 made the inserts
-scenario take twice the requests and five times as long; BENCHMARKS.md)."""
-MOVEMENT_MARGIN = 2
-"""Planned neighbours share this many times the rows the list moves between two answers
-(plus one): tuned on the benchmark's inserts scenario, where 1 cost repairs and 4 cost
-requests (BENCHMARKS.md)."""
 MAX_BRIDGE_PAGES = 1_000
 """Sequential pages one bridge may take before paging gives up (a list moving too fast)."""
-
-
-def default_overlap(limit: int) -> int:
-    """Rows shared by neighbouring pages before the list is known to stand still: 10% of a
-    page, at least one."""
-    return max(1, limit // 10)
-
-
-class Overlap:
-    """How many rows planned neighbours share: what the list's movement requires.
-
-    Neighbouring pages are sent close together, so only rows inserted or deleted between
-    their answers can pull them apart: about the change of ``total_count`` from one answer
-    to the next (averaged over the last ``2 x concurrency`` answers), with a margin of
-    ``MOVEMENT_MARGIN``. A list that stands still needs one shared row, which its pages get
-    once ``concurrency`` changes (one answer more) have shown it still; until then, and when
-    answers carry no
-    count, the cautious ``default_overlap``. A hole the chain check finds (movement the
-    counts did not show, such as a delete for every insert) keeps the overlap at least at
-    ``default_overlap`` for the rest of the scan. A ``fixed`` overlap is kept whatever the
-    list does. Only efficiency rides on this: the chain check keeps every scan exact.
-    """
-
-    def __init__(self, size: int, concurrency: int, fixed: int | None = None) -> None:
-        self.size = size
-        self.concurrency = concurrency
-        self.fixed = fixed
-        self.widest = 0
-        self._floor = 1
-        self._last_total: int | None = None
-        self._moves: deque[int] = deque(maxlen=2 * concurrency)
-        self._uncounted = False
-        self._lock = threading.Lock()
-
-    def observe(self, page: Page) -> None:
-        """Learn the list's movement from one more answer (in the order answers arrive)."""
-        with self._lock:
-            if page.total_count is None:
-                self._uncounted = True
-            elif self._last_total is not None:
-                self._moves.append(abs(page.total_count - self._last_total))
-            if page.total_count is not None:
-                self._last_total = page.total_count
-
-    def widen(self) -> None:
-        """A hole was found between planned pages: overlap more from now on."""
-        with self._lock:
-            self._floor = max(self._floor, default_overlap(self.size))
-
-    @property
-    def rows(self) -> int:
-        if self.fixed is not None:
-            return self.fixed
-        with self._lock:
-            if self._uncounted or len(self._moves) < self.concurrency:
-                rows = max(self._floor, default_overlap(self.size))
-            else:
-                movement = sum(self._moves) / len(self._moves)
-                rows = max(self._floor, 1 + math.ceil(MOVEMENT_MARGIN * movement))
-            rows = min(rows, max(1, self.size // 2))
-            self.widest = max(self.widest, rows)
-        return rows
-
-    @property
-    def stride(self) -> int:
-        """Offsets between planned pages."""
-        return max(1, self.size - self.rows)
 
 
 class ConcurrentScan:
@@ -154,7 +78,7 @@ class ConcurrentScan:
         self.effective_concurrency = concurrency
         self.stats = ScanStats()
         self._lock = threading.Lock()
-        self._planned_pages: _PlannedPages | None = None
+        self._planned_pages: PlannedPages | None = None
 
     def __iter__(self) -> Iterator[Page]:
         if self.concurrency == 1:
@@ -212,7 +136,7 @@ class ConcurrentScan:
         """The planned pages after ``prev``, if ``total_count`` plans any; returns the last."""
         if prev.total_count is None or self._end.ends(prev):
             return prev
-        planned = self._planned_pages = _PlannedPages(
+        planned = self._planned_pages = PlannedPages(
             self.request_page,
             self._count,
             self._overlap,
@@ -278,7 +202,7 @@ class ConcurrentScan:
         self._overlap.observe(page)
         return page
 
-    def _planned(self, first: Page, planned: _PlannedPages) -> Generator[Page, None, Page]:
+    def _planned(self, first: Page, planned: PlannedPages) -> Generator[Page, None, Page]:
         """The pages ``planned`` brings, in offset order, checked as a chain after ``first``;
         returns the last page of the chain."""
         prev = first
@@ -415,142 +339,6 @@ class ConcurrentScan:
             wanted = self._position(last) + max(1, len(last) - self.overlap)
             return missed.offset + wanted - self._position(missed)
         return max(0, min(missed.offset, last.offset) - self.limit // 2)
-
-
-Answer = Page | PageRequest
-"""A planned page as its thread leaves it: decoded, or answered and left to be retried."""
-
-
-class _PlannedPages:
-    """The planned pages' requests on ``concurrency`` threads, answered in offset order.
-
-    Each page's offset is chosen when it is queued, at most ``2 x concurrency`` requests
-    ahead of the answers (each answer queues the next), so the overlap follows the list's
-    latest movement. A thread whose answer is in sends the next queued request before it
-    decodes that answer: its slot goes straight back on the wire instead of idling while a
-    page is decoded under the interpreter's lock. It then decodes without retrying
-    (``parsed``), so it never needs a second slot; an answer that must be retried is
-    retried where it can be: by the thread itself when the answer failed (before it sends
-    anything else), by the consumer, which holds no slot, when a success does not decode.
-    Answers wait for the consumer, up to ``PREFETCH_PAGES`` pages in all: a slow answer
-    holds the other threads only once that many pages have come in behind it.
-    """
-
-    def __init__(
-        self,
-        request_page: RequestPage,
-        count: Callable[[Page], Page],
-        overlap: Overlap,
-        after: int,
-        end: int,
-        concurrency: int,
-    ) -> None:
-        self._request_page, self._count = request_page, count
-        self._overlap, self._end = overlap, end
-        self._ahead = 2 * concurrency
-        self._room = max(4 * concurrency, PREFETCH_PAGES)
-        self._window: deque[Future[Answer]] = deque()  # every planned page, in offset order
-        self._queue: deque[tuple[int, Future[Answer]]] = deque()  # not sent yet
-        self._changed = threading.Condition()
-        self._next = after + overlap.stride
-        self._queued = 0  # requests queued or in flight
-        self._closed = False
-        self._refill()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"eachlabs-page-{n}")
-            for n in range(concurrency)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    @property
-    def ready(self) -> bool:
-        """Is the next page in (or are there none left)?"""
-        window = self._window
-        return not window or window[0].done()
-
-    def next_page(self) -> Page | None:
-        """The next planned page (raising what its request raised); None after the last."""
-        with self._changed:
-            if not self._window:
-                return None
-            future = self._window.popleft()
-        self._refill()  # room for one more
-        answer = future.result()
-        return answer if isinstance(answer, Page) else self._count(answer.result())
-
-    def close(self, *, wait: bool) -> None:
-        """Send nothing more (requests on the wire are answered); ``wait`` for those."""
-        with self._changed:
-            self._closed = True
-            for _, future in self._queue:
-                future.cancel()
-            self._queue.clear()
-            self._changed.notify_all()
-        if wait:
-            for thread in self._threads:
-                thread.join()
-
-    def _work(self) -> None:
-        current = self._send_next(block=True)
-        while current is not None:
-            future, request = current
-            answered = request.wait()
-            following = self._send_next(block=False) if answered else None
-            self._settle(future, request, answered)
-            current = following or self._send_next(block=True)
-
-    def _send_next(self, *, block: bool) -> tuple[Future[Answer], PageRequest] | None:
-        """The next queued page, its request sent; None once closed (or, unless ``block``,
-        while nothing is queued)."""
-        with self._changed:
-            while block and not self._closed and not self._queue:
-                self._changed.wait()
-            if self._closed or not self._queue:
-                return None
-            offset, future = self._queue.popleft()
-        future.set_running_or_notify_cancel()
-        try:
-            return future, self._request_page(offset).send()
-        except BaseException as exc:  # the consumer raises it, as a pool's future would
-            self._settled(future, exc)
-            return self._send_next(block=block)
-
-    def _settle(self, future: Future[Answer], request: PageRequest, answered: bool) -> None:
-        try:
-            if answered:
-                page = request.parsed()  # a success that does not decode: the consumer retries
-                answer: Answer = request if page is None else self._count(page)
-            else:
-                answer = self._count(request.result())  # retried here, no other slot held
-        except BaseException as exc:
-            self._settled(future, exc)
-        else:
-            self._settled(future, answer)
-
-    def _settled(self, future: Future[Answer], outcome: Answer | BaseException) -> None:
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
-        with self._changed:
-            self._queued -= 1
-        self._refill()
-
-    def _refill(self) -> None:
-        with self._changed:
-            while (
-                not self._closed
-                and self._next < self._end
-                and self._queued < self._ahead
-                and len(self._window) < self._room
-            ):
-                future: Future[Answer] = Future()
-                self._window.append(future)
-                self._queue.append((self._next, future))
-                self._queued += 1
-                self._next += self._overlap.stride
-            self._changed.notify_all()
 
 
 def _linked(prev: Page, page: Page) -> bool:

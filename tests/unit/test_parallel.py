@@ -11,7 +11,8 @@ import pytest
 from fakes import requests_from
 
 from eachlabs_loader import Page, PaginationError
-from eachlabs_loader.parallel import ConcurrentScan, Overlap
+from eachlabs_loader.overlap import Overlap
+from eachlabs_loader.parallel import ConcurrentScan
 
 
 class LiveList:
