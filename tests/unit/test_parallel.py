@@ -11,7 +11,7 @@ import pytest
 from fakes import requests_from
 
 from eachlabs_loader import Page, PaginationError
-from eachlabs_loader.overlap import Overlap
+from eachlabs_loader.overlap import MOVEMENT_MARGIN, Overlap
 from eachlabs_loader.parallel import ConcurrentScan
 
 
@@ -243,13 +243,13 @@ def test_the_overlap_follows_the_movement_the_answers_show():
     assert (overlap.rows, overlap.stride) == (1, 99)  # standing still: one shared row
     for total in (504, 508, 512, 516):  # 4 new executions between answers
         overlap.observe(counted(total))
-    assert overlap.rows == 1 + 2 * 4
+    assert overlap.rows == 1 + MOVEMENT_MARGIN * 4
     for total in (516, 516, 516, 516):
         overlap.observe(counted(total))
     assert overlap.rows == 1  # still again
     overlap.widen()  # a hole the counts did not explain
     assert overlap.rows == 10
-    assert overlap.widest == 10
+    assert overlap.widest == 1 + MOVEMENT_MARGIN * 4  # the widest it has been
 
 
 def test_the_overlap_is_cautious_without_counts_bounded_and_fixed_when_asked():
