@@ -19,7 +19,7 @@ demo: $(VENV)/.installed
 # then the checks and the two runs go one after another: each run uses both cores.
 test:
 	$(MAKE) -j2 $(VENV)/.installed-dev $(VENV22)/.installed
-	$(MAKE) lint docs test-main test-pandas22
+	$(MAKE) -j1 lint docs test-main test-pandas22
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check eachlabs_loader tests benchmarks

@@ -297,7 +297,8 @@ class ConcurrentScan:
             prev.offset,
             target.offset,
         )
-        # Start where prev's last rows are now: one page usually spans the hole.
+        # Start where prev's last rows are now, as far as the totals counted so far tell
+        # (they can lag the list: see _aim_again); one page usually spans the hole.
         offset = self._now_at(prev) + max(0, len(prev) - self.overlap)
         last, target_ids = prev, set(target.ids)
         target_end = self._position(target) + len(target)
@@ -322,15 +323,15 @@ class ConcurrentScan:
     def _aim_again(self, last: Page, missed: Page, *, down: bool) -> int:
         """Where to look next for the rows after ``last``, ``missed`` having shared none.
 
-        A page above ``last`` whose own total shows the list grew (more than the totals
-        counted so far showed: answers are counted as they arrive, and a pool far ahead of a
-        busy consumer has moved the list since) is aimed again, down, by that growth. Any
-        other page steps back: one below ``last`` (rows moved up: deletions, or an estimate
-        too far), an empty one, or one whose total does not move (a capped count, which
-        cannot place it). Once a bridge has stepped back from ``last``, it only steps back
-        (not ``down``): up to the head at worst, never to and fro. Either way only efficiency
-        rides on the aim: the bridge takes no page that shares no row with ``last``, except
-        the list's head.
+        A page above ``last`` whose own total is above ``last``'s (the list grew since, by
+        more than the totals counted so far showed: answers are counted as they arrive, and
+        a pool far ahead of a busy consumer has moved the list meanwhile) is aimed again,
+        down, by that growth. Any other page steps back: one below ``last`` (rows moved up:
+        deletions, or an estimate too far), an empty one, or one the totals cannot place (a
+        capped count). Once a bridge has stepped back from ``last``, it only steps back (not
+        ``down``): up to the head at worst, never to and fro. Only efficiency rides on the
+        aim: ``_bridge`` takes no page that shares no row with ``last``, except the list's
+        head, or the page after a short ``last``, where the end of the list is decided.
         """
         before, now = last.total_count, missed.total_count
         grown = before is not None and now is not None and now > before

@@ -134,22 +134,31 @@ def test_a_hole_found_far_behind_the_pool_is_bridged_down_not_walked_up_to_the_h
     assert len(offsets) == 2 and min(offsets) > prev.offset
 
 
-def test_a_capped_count_cannot_aim_a_bridge_which_steps_back_and_closes_the_hole():
-    # Totals capped at 500 never move, so they cannot tell a page above the hole from one
-    # below it: the bridge steps back (up to the head at worst), never to and fro.
+@pytest.mark.parametrize("cap", [500, 2100])
+def test_a_capped_count_cannot_aim_a_bridge_which_steps_back_and_closes_the_hole(cap):
+    # Capped totals cannot place a page: at 500 they never move; at 2,100 they show 100 of
+    # the 300 new rows, so an aim down falls short and the next page steps back. Either way
+    # the bridge goes up only once it has stepped back (to the head at worst), never to and
+    # fro until it gives up.
     source = LiveList(2000)
     fetch = source.fetch(50)
+    offsets: list[int] = []
 
     def capped(offset: int) -> Page:
+        offsets.append(offset)
         page = fetch(offset)
-        return Page(page.offset, page.limit, page.columns, 500)
+        return Page(page.offset, page.limit, page.columns, min(cap, source.n))
 
     scan = ConcurrentScan(requests_from(capped), limit=50, concurrency=8, min_round_trip_s=0)
     prev = scan._count(capped(500))
     source.n += 300
     target = capped(860)
+    del offsets[:]
     bridged = [i for page in scan._bridge(prev, target) for i in page.ids]
     assert {f"e{k}" for k in range(1440, 1450)} <= set(bridged)
+    back = next(n for n in range(1, len(offsets)) if offsets[n] < offsets[n - 1])
+    head = offsets.index(0)
+    assert offsets[back - 1 : head + 1] == sorted(offsets[back - 1 : head + 1], reverse=True)
 
 
 def test_without_the_check_the_same_scan_loses_rows():
