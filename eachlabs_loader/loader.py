@@ -27,9 +27,10 @@ from .incremental import DEFAULT_LOOKBACK, validate_lookback
 from .output import TableFormat, Writer, check_table_format, open_writer
 from .progress import Progress
 from .result import LoadResult
-from .run import OnError, Plan, Run
+from .run import OnError, Run
 from .storage import FileSystem
 from .transport import EachlabsClient
+from .workflow_load import Plan
 from .workflows import is_all_workflows, iter_exported_workflow_ids
 
 
