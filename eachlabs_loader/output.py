@@ -15,10 +15,10 @@ import pandas as pd
 from .dataset import is_delta_table
 from .delta import DeltaTarget, DeltaWriter, read_table, write_table
 from .errors import InvalidRequestError
-from .incremental import StateFiles, WorkflowState
 from .lake import LakeWriter, read_lake, write_lake
 from .result import LoadResult
 from .schema import conform_frame
+from .state import StateFiles, WorkflowState
 from .storage import FileSystem, resolve_location
 
 TableFormat = Literal["parquet", "delta"]

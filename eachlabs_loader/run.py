@@ -20,14 +20,12 @@ import pyarrow as pa
 
 from .config import ListQuery
 from .errors import EachlabsError
-from .incremental import (
-    TrackedRows,
-)
 from .output import Landing, Writer
 from .pipeline import Columns, Event, Finished, PageFeed, Piece, RowBatch, inline_events
 from .progress import Progress
 from .result import LoadResult
 from .schema import arrow_to_frame, normalize_columns, unique_executions, warn_unparseable
+from .state import TrackedRows
 from .transport import EachlabsClient
 from .workflow_load import Plan, WorkflowLoad
 

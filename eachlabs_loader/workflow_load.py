@@ -18,20 +18,13 @@ from typing import Any
 from .config import ListQuery
 from .delta import DeltaWriter
 from .errors import EachlabsError
-from .incremental import (
-    DEFAULT_LOOKBACK,
-    IncrementalScan,
-    StateTracker,
-    TrackedRows,
-    WorkflowState,
-    parse_state,
-    read_state,
-)
+from .incremental import DEFAULT_LOOKBACK, IncrementalScan
 from .output import Writer
 from .pagination import Page, drop_repeated_rows
 from .pipeline import Columns
 from .progress import Progress
 from .result import LoadResult
+from .state import StateTracker, TrackedRows, WorkflowState, parse_state, read_state
 from .transport import EachlabsClient
 
 logger = logging.getLogger("eachlabs_loader")

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from eachlabs_loader import InvalidRequestError, load_executions, read_executions
-from eachlabs_loader.incremental import STATE_DIR, read_state
 from eachlabs_loader.lake import LakeWriter
+from eachlabs_loader.state import STATE_DIR, read_state
 from eachlabs_loader.storage import resolve_location
 
 ROWS, OPEN_WINDOW, PAGE = 3_000, 200, 100
@@ -104,7 +104,7 @@ def test_a_crash_between_data_and_state_rereads_more_never_less(api, tmp_path, m
     def crash(*args, **kw):
         raise KeyboardInterrupt("killed after the data, before the state")
 
-    monkeypatch.setattr("eachlabs_loader.incremental.StateFiles.commit", crash)
+    monkeypatch.setattr("eachlabs_loader.state.StateFiles.commit", crash)
     with pytest.raises(KeyboardInterrupt):
         load_executions(slug, output=root, incremental=True, **kwargs(api))
     monkeypatch.undo()

@@ -11,16 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eachlabs_loader import InvalidRequestError
-from eachlabs_loader.incremental import (
-    ORDER_TOLERANCE,
-    IncrementalScan,
-    StateTracker,
-    WorkflowState,
-    validate_lookback,
-)
+from eachlabs_loader.incremental import ORDER_TOLERANCE, IncrementalScan, validate_lookback
 from eachlabs_loader.pagination import Page, columns_from_rows
 from eachlabs_loader.parallel import MIN_CHECKED_PAGE, ConcurrentScan
 from eachlabs_loader.schema import normalize_table
+from eachlabs_loader.state import StateTracker, WorkflowState
 
 T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)
 
