@@ -35,11 +35,11 @@ class Overlap:
     to the next (averaged over the last ``2 x concurrency`` answers), with a margin of
     ``MOVEMENT_MARGIN``. A list that stands still needs one shared row, which its pages get
     once ``concurrency`` changes (one answer more) have shown it still; until then, and when
-    answers carry no
-    count, the cautious ``default_overlap``. A hole the chain check finds (movement the
-    counts did not show, such as a delete for every insert) keeps the overlap at least at
-    ``default_overlap`` for the rest of the scan. A ``fixed`` overlap is kept whatever the
-    list does. Only efficiency rides on this: the chain check keeps every scan exact.
+    answers carry no count, the cautious ``default_overlap``. A hole the chain check finds
+    (movement the counts did not show, such as a delete for every insert) keeps the overlap
+    at least at ``default_overlap`` for the rest of the scan. A ``fixed`` overlap is kept
+    whatever the list does. Only efficiency rides on this: the chain check keeps every scan
+    exact.
     """
 
     def __init__(self, size: int, concurrency: int, fixed: int | None = None) -> None:

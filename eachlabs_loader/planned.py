@@ -16,10 +16,9 @@ from .overlap import Overlap
 from .pagination import Page, PageRequest, RequestPage
 
 PREFETCH_PAGES = 64
-"""Pages fetched ahead of the consumer, so normalising a batch does not stall the pool. Not
-more: while the consumer re-reads a hole (sequentially, competing for the same slots), the
-pool would run ever further ahead of a list that keeps moving (256 made the inserts
-scenario take twice the requests and five times as long; BENCHMARKS.md)."""
+"""Pages fetched ahead of the consumer, so normalising a batch does not stall the pool. More
+does not help: 256 pages gave the long-tail scenario nothing (BENCHMARKS.md, issue 14 point
+3), and the further the pool runs ahead, the staler the totals a repair aims by."""
 
 Answer = Page | PageRequest
 """A planned page as its thread leaves it: decoded, or answered and left to be retried."""

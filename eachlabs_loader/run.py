@@ -1,11 +1,12 @@
 """One call's workflows: scanned, their rows normalised together, into a DataFrame or a writer.
 
 ``Run`` is what ``load_executions`` does once its inputs are checked: each workflow's scan
-(``workflow_load.WorkflowLoad``) yields its pages' columns; ``pipeline`` brings the pieces of every
-workflow to this thread, where they are normalised in batches (``RowBatch``), watched by
-each workflow's ``StateTracker`` and handed to the sink: kept for one DataFrame at the end,
-or added to the lake's or the table's writer as they come (memory stays bounded). Then the
-failures are collected, the data and the states land, and one ``LoadResult`` sums it up.
+(``workflow_load.WorkflowLoad``) yields its pages' columns; ``pipeline`` brings the pieces
+of every workflow to this thread, where they are normalised in batches (``RowBatch``),
+watched by each workflow's ``StateTracker`` and handed to the sink: kept for one DataFrame
+at the end, or added to the lake's or the table's writer as they come (memory stays
+bounded). Then the failures are collected, the data and the states land, and one
+``LoadResult`` sums it up.
 """
 
 from __future__ import annotations
